@@ -1,0 +1,13 @@
+"""convbench: benchmark 2-D convolution algorithms for speed, memory and accuracy."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("convbench")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+from convbench.backends.base import UnsupportedConfig
+from convbench.spec import ConvSpec, SpecError, parse
+
+__all__ = ["ConvSpec", "SpecError", "UnsupportedConfig", "__version__", "parse"]
