@@ -1,0 +1,453 @@
+"""The ``convbench`` command: parses arguments and calls the rooms that do the work.
+
+Exit codes: 0 success; 1 some case failed or was inaccurate; 2 bad input (one line on stderr,
+no traceback); 130 interrupted (records written so far are kept; ``--resume`` completes them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from convbench import __version__, backends
+from convbench.env import cpu_count, fingerprint
+from convbench.measure.timing import TimingConfig
+from convbench.report.summary import format_seconds, status_counts, summarize_cases
+from convbench.results import Record, RunStore
+from convbench.spec import parse
+from convbench.suites import DEFAULT_SUITE, SUITES, Workload, collect, get_suite
+from convbench.sweep import Case, SweepConfig, parse_dtype, run_sweep
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line and exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _size(text: str) -> int:
+    """Bytes from ``4G``, ``512MiB``, ``1.5g`` or a plain number."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*", text, re.IGNORECASE)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 512M or 4G)")
+    scale = 1024 ** " kmgt".index(m.group(2).lower() or " ")
+    return int(float(m.group(1)) * scale)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="convbench",
+        description="Benchmark 2-D convolution algorithms: "
+        "latency, memory and accuracy against a float64 reference.",
+    )
+    parser.add_argument("--version", action="version", version=f"convbench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser(
+        "run",
+        help="run a sweep and write its records",
+        description="Run every backend over the chosen problems. With no "
+        f"source, runs the '{DEFAULT_SUITE}' suite on the CPU.",
+    )
+    src = run.add_argument_group("problems (combine freely; default: the resnet50 suite)")
+    src.add_argument(
+        "--suite",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="a named suite (see 'convbench list suites'); repeatable",
+    )
+    src.add_argument(
+        "--spec",
+        action="append",
+        default=None,
+        metavar="DESC",
+        help="a benchdnn descriptor, e.g. mb8ic64ih56oc64oh56kh3ph1; repeatable",
+    )
+    src.add_argument(
+        "--batch-file",
+        action="append",
+        default=None,
+        metavar="FILE",
+        help="a benchdnn shape file (1-D and 3-D lines are skipped); repeatable",
+    )
+    src.add_argument(
+        "--grid",
+        action="append",
+        default=None,
+        metavar="AXES",
+        help="a grid over descriptor fields, e.g. 'ic=16,32 oc=32 ih=28 kh=1,3'",
+    )
+    src.add_argument(
+        "--fuzz",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="N random valid problems (seeded by --seed)",
+    )
+    src.add_argument(
+        "--seed", type=_count, default=None, help="seed of the fuzzer and of the inputs (default 0)"
+    )
+    src.add_argument("--mb", type=_positive, default=None, help="override every minibatch")
+    sel = run.add_argument_group("what to run them on")
+    sel.add_argument(
+        "--backend",
+        default=None,
+        metavar="A,B",
+        help="comma-separated backends (default: all; see 'convbench list backends')",
+    )
+    sel.add_argument(
+        "--device",
+        choices=["cpu", "cuda", "all"],
+        default=None,
+        help="cpu (default), cuda, or all available",
+    )
+    sel.add_argument(
+        "--dtype",
+        default=None,
+        metavar="T,U",
+        help="comma-separated dtypes: float32 (default), float64, float16, bfloat16",
+    )
+    sel.add_argument(
+        "--threads",
+        type=_positive,
+        default=None,
+        help=f"CPU threads (default: all {cpu_count()} cores)",
+    )
+    sel.add_argument(
+        "--quick",
+        action="store_true",
+        default=None,
+        help="a shorter time budget per case, less precise medians",
+    )
+    sel.add_argument(
+        "--max-memory",
+        type=_size,
+        default=None,
+        metavar="SIZE",
+        help="record cases estimated to need more than SIZE (e.g. 4G) as unsupported",
+    )
+    out = run.add_argument_group("results")
+    out.add_argument(
+        "--out", default="results", metavar="DIR", help="folder of run folders (default: results/)"
+    )
+    out.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN_ID",
+        help="complete an interrupted run, skipping the cases it finished",
+    )
+
+    lst = sub.add_parser("list", help="list suites, backends, or the cases of a suite")
+    lst.add_argument("what", choices=["suites", "backends", "cases"])
+    lst.add_argument("suite", nargs="?", help="the suite whose cases to list")
+    lst.add_argument("--mb", type=_positive, default=None, help="override the minibatch")
+    return parser
+
+
+# --- run --------------------------------------------------------------------------------------
+
+_SELECTION = (
+    "suite",
+    "spec",
+    "batch_file",
+    "grid",
+    "fuzz",
+    "seed",
+    "mb",
+    "backend",
+    "device",
+    "dtype",
+    "threads",
+    "quick",
+    "max_memory",
+)
+
+
+def _devices(choice: str | None) -> list[str]:
+    import torch
+
+    if choice in (None, "cpu"):
+        return ["cpu"]
+    if choice == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda: CUDA is not available on this machine")
+        return ["cuda"]
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+def _new_config(args: argparse.Namespace) -> dict[str, Any]:
+    """Resolve the selection into the stored form a resume can replay exactly."""
+    known = backends.names()
+    chosen = [b.strip() for b in args.backend.split(",")] if args.backend else known
+    for b in chosen:
+        if b not in known:
+            raise UsageError(f"unknown backend {b!r} (known: {', '.join(known)})")
+    try:
+        dtypes = [parse_dtype(t) for t in (args.dtype or "float32").split(",")]
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    sources = any(getattr(args, k) for k in ("suite", "spec", "batch_file", "grid", "fuzz"))
+    workloads = collect(
+        suites=args.suite or ([] if sources else [DEFAULT_SUITE]),
+        specs=args.spec or [],
+        batch_files=args.batch_file or [],
+        grids=args.grid or [],
+        fuzz_count=args.fuzz or 0,
+        fuzz_seed=args.seed or 0,
+        mb=args.mb,
+    )
+    if not workloads:
+        raise UsageError("no problems to run")
+    return {
+        "workloads": [{"spec": w.spec.format(), "fill": w.fill} for w in workloads],
+        "backends": list(dict.fromkeys(chosen)),
+        "devices": _devices(args.device),
+        "dtypes": list(dict.fromkeys(dtypes)),
+        "threads": args.threads or cpu_count(),
+        "seed": args.seed or 0,
+        "quick": bool(args.quick),
+        "max_memory": args.max_memory,
+        "argv": sys.argv[1:],
+    }
+
+
+def _print_summary(console: Console, records: list[Record]) -> None:
+    rows = summarize_cases(records)
+    table = Table(title="convbench summary", title_justify="left")
+    for col, justify in (
+        ("case", "left"),
+        ("device", "left"),
+        ("dtype", "left"),
+        ("fastest", "left"),
+        ("time", "right"),
+        ("vs torch", "right"),
+        ("worst rel. error", "right"),
+        ("status", "left"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(
+            row.name or row.spec,
+            row.device,
+            row.dtype,
+            row.fastest or "-",
+            format_seconds(row.median_s),
+            f"{row.speedup_vs_torch:.2f}x" if row.speedup_vs_torch else "-",
+            f"{row.worst_error:.1e} ({row.worst_error_backend})"
+            if row.worst_error is not None
+            else "-",
+            " ".join(f"{n} {s}" for s, n in sorted(row.statuses.items())),
+        )
+    console.print(table)
+    counts = status_counts(records)
+    console.print(
+        f"{len(records)} record{'' if len(records) == 1 else 's'}: "
+        + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    )
+    for r in records:
+        if r.status in ("failed", "inaccurate"):
+            console.print(
+                f"  {r.status}: {r.backend} {r.device} {r.dtype} {r.name or r.spec}: {r.reason}",
+                markup=False,
+                highlight=False,
+            )
+
+
+class _Reporter:
+    """A progress bar on a terminal; one status line per case otherwise (logs, CI)."""
+
+    def __init__(self, total: int) -> None:
+        self.err = Console(stderr=True)
+        self.live = self.err.is_terminal
+        self.progress = (
+            Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.err,
+                transient=True,
+            )
+            if self.live
+            else None
+        )
+        self.task = self.progress.add_task("convbench", total=total) if self.progress else None
+
+    def __enter__(self) -> _Reporter:
+        if self.progress:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress:
+            self.progress.stop()
+
+    def start(self, case: Case, i: int, n: int) -> None:
+        if self.progress:
+            self.progress.update(
+                self.task, description=f"{case.backend} {case.spec.name or case.spec}"
+            )  # type: ignore[arg-type]
+
+    def record(self, case: Case, r: Record, i: int, n: int) -> None:
+        if self.progress:
+            self.progress.advance(self.task)  # type: ignore[arg-type]
+            return
+        width = len(str(n))
+        err = f"{r.rel_l2_error:.1e}" if r.rel_l2_error is not None else "-"
+        print(
+            f"[{i + 1:{width}}/{n}] {r.status:<11} {r.backend:<14} {r.device:<4} {r.dtype:<8} "
+            f"{format_seconds(r.median_s):>9} err {err:>7}  {r.name or r.spec}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    root = Path(args.out)
+    if args.resume:
+        given = [k for k in _SELECTION if getattr(args, k) not in (None, False)]
+        if given:
+            raise UsageError(
+                f"--resume replays the run as it was started; drop --{given[0].replace('_', '-')}"
+            )
+        try:
+            store = RunStore.open(root, args.resume)
+        except FileNotFoundError as exc:
+            raise UsageError(str(exc)) from None
+        config = store.read_json(RunStore.CONFIG)
+        for b in config["backends"]:
+            if b not in backends.names():
+                raise UsageError(f"run {args.resume} used backend {b!r}, which is not registered")
+        store.repair()
+    else:
+        config = _new_config(args)
+        store = RunStore.create(root)
+        store.write_json(RunStore.CONFIG, config)
+        store.write_json(RunStore.ENVIRONMENT, fingerprint(config["threads"], config["devices"]))
+
+    workloads = [Workload(parse(w["spec"]), w["fill"]) for w in config["workloads"]]
+    sweep = SweepConfig(
+        backends=config["backends"],
+        devices=config["devices"],
+        dtypes=config["dtypes"],
+        threads=config["threads"],
+        seed=config["seed"],
+        timing=TimingConfig.quick() if config["quick"] else TimingConfig(),
+        max_memory=config["max_memory"],
+    )
+    done = {r.key for r in store.records()}
+    console = Console(width=None if sys.stdout.isatty() else 150)
+    t0 = time.perf_counter()
+    interrupted = False
+    total = len(workloads) * len(sweep.backends) * len(sweep.devices) * len(sweep.dtypes)
+    with _Reporter(total - len(done)) as reporter:
+        try:
+            run_sweep(
+                workloads,
+                sweep,
+                store,
+                done=done,
+                on_start=reporter.start,
+                on_record=reporter.record,
+            )
+        except KeyboardInterrupt:
+            interrupted = True
+    records = store.records()
+    _print_summary(console, records)
+    console.print(
+        f"wall time {time.perf_counter() - t0:.1f} s; results: {store.path}",
+        markup=False,
+        highlight=False,
+    )
+    if interrupted:
+        console.print(
+            f"interrupted after {len(records)} of {total} cases; complete it with: "
+            f"convbench run --resume {store.run_id} --out {root}",
+            markup=False,
+            highlight=False,
+        )
+        return EXIT_INTERRUPTED
+    bad = any(r.status in ("failed", "inaccurate") for r in records)
+    return EXIT_FAILED if bad else EXIT_OK
+
+
+# --- list -------------------------------------------------------------------------------------
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    console = Console(width=None if sys.stdout.isatty() else 150)
+    if args.what == "suites":
+        table = Table("suite", "cases", "GFLOP", "description")
+        for s in SUITES.values():
+            ws = s.workloads(args.mb)
+            table.add_row(
+                s.name, str(len(ws)), f"{sum(w.spec.flops for w in ws) / 1e9:.3g}", s.description
+            )
+        console.print(table)
+    elif args.what == "backends":
+        import torch
+
+        table = Table("backend", "cpu", "cuda", "description")
+        probe = parse("mb1ic1ih4oc1kh3")
+        for b in backends.all_backends():
+            cells = [b.supports(probe, d, torch.float32) or "yes" for d in ("cpu", "cuda")]
+            table.add_row(b.name, *cells, b.description)
+        console.print(table)
+    else:
+        if not args.suite:
+            raise UsageError("list cases needs a suite name, e.g. 'convbench list cases resnet50'")
+        for w in get_suite(args.suite).workloads(args.mb):
+            print(w.spec.format())
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return cmd_run(args) if args.command == "run" else cmd_list(args)
+    except (UsageError, ValueError) as exc:
+        print(f"convbench: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("convbench: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""The environment fingerprint written beside every run: what a result can only be read with."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy
+import torch
+
+from convbench import __version__
+
+__all__ = ["cpu_count", "cpu_model", "fingerprint", "gemm_gflops"]
+
+
+def cpu_count() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gemm_gflops(device: str = "cpu", n: int = 1024, repeats: int = 5) -> float:
+    """Best-of-``repeats`` float32 GEMM rate (GFLOP/s) of torch on ``device``: the roofline
+    every convolution algorithm here is measured against."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    c = torch.empty(n, n, device=device)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=c)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def _torch_build() -> dict[str, str]:
+    config = torch.__config__.show()
+    out = {}
+    if m := re.search(r"MKL-DNN v([\w.]+)", config):
+        out["onednn"] = m.group(1)
+    if m := re.search(r"BLAS_INFO=(\w+)", config):
+        out["blas"] = m.group(1)
+    if m := re.search(r"Math Kernel Library Version ([\w.]+)", config):
+        out["mkl"] = m.group(1)
+    return out
+
+
+def _numpy_blas() -> str:
+    try:
+        cfg = np.show_config(mode="dicts")
+        blas = cfg["Build Dependencies"]["blas"]
+        return f"{blas.get('name', '')} {blas.get('version', '')}".strip()
+    except (TypeError, KeyError):
+        return ""
+
+
+def _git_commit() -> str | None:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def _gpu() -> dict[str, Any] | None:
+    if not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(0)
+    info: dict[str, Any] = {
+        "name": props.name,
+        "count": torch.cuda.device_count(),
+        "memory_bytes": props.total_memory,
+        "capability": f"{props.major}.{props.minor}",
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+        "allow_tf32_conv": torch.backends.cudnn.allow_tf32,
+        "allow_tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+    }
+    try:
+        smi = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        info["driver"] = smi.stdout.strip().splitlines()[0] if smi.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError, IndexError):
+        info["driver"] = None
+    return info
+
+
+def fingerprint(threads: int, devices: list[str]) -> dict[str, Any]:
+    """Everything about this machine and software that can change a timing."""
+    return {
+        "convbench": __version__,
+        "git_commit": _git_commit(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "hostname": platform.node(),
+        "cpu": cpu_model(),
+        "cores": cpu_count(),
+        "threads": threads,
+        "os": platform.platform(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "numpy_blas": _numpy_blas(),
+        "scipy": scipy.__version__,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_build": _torch_build(),
+        "gemm_gflops": {d: round(gemm_gflops(d), 1) for d in devices},
+        "gpu": _gpu(),
+        "env": {
+            k: v
+            for k, v in os.environ.items()
+            if k
+            in (
+                "OMP_NUM_THREADS",
+                "MKL_NUM_THREADS",
+                "OPENBLAS_NUM_THREADS",
+                "OPENBLAS_CORETYPE",
+                "CUBLAS_WORKSPACE_CONFIG",
+                "CUDA_VISIBLE_DEVICES",
+            )
+        },
+    }

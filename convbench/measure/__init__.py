@@ -1,0 +1,1 @@
+"""Measurement tools — timing and accuracy — each small and device-aware, none convolution-aware."""

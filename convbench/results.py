@@ -1,0 +1,146 @@
+"""Records and the run folder: ``results/<run-id>/records.jsonl`` + ``environment.json``.
+
+A record is flat and JSON-serialisable, one per case. The records file is append-only and each
+record is flushed to disk as its case finishes, so an interrupted run loses nothing it finished;
+a final line cut short by a crash is ignored on reading and dropped on resuming.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SCHEMA_VERSION", "STATUSES", "Record", "RunStore", "case_key", "new_run_id"]
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "unsupported", "failed", "inaccurate")
+
+
+@dataclass
+class Record:
+    """One case's outcome. Times are seconds per call; errors are against float64."""
+
+    run_id: str
+    spec: str
+    name: str
+    backend: str
+    device: str
+    dtype: str
+    status: str
+    reason: str = ""
+    fill: str = "randn"
+    seed: int = 0
+    threads: int = 1
+    median_s: float | None = None
+    iqr_s: float | None = None
+    min_s: float | None = None
+    mean_s: float | None = None
+    repeats: int = 0
+    number: int = 0
+    samples_s: list[float] = field(default_factory=list)
+    flops: int = 0
+    gflops: float | None = None
+    prepare_s: float | None = None
+    peak_bytes: int | None = None
+    rel_l2_error: float | None = None
+    max_abs_error: float | None = None
+    tolerance: float | None = None
+    noisy: bool = False
+    algorithm: str = ""
+    layer_repeat: int = 1
+    timestamp: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+        if not self.timestamp:
+            self.timestamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return case_key(self.spec, self.backend, self.device, self.dtype)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Record:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def case_key(spec: str, backend: str, device: str, dtype: str) -> tuple[str, str, str, str]:
+    """What identifies a case across runs and resumes."""
+    return (spec, backend, device, dtype)
+
+
+def new_run_id() -> str:
+    """Sortable by time, unique across concurrent runs: ``20261128-153012-a1b2``."""
+    return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+class RunStore:
+    """The folder of one run."""
+
+    RECORDS = "records.jsonl"
+    ENVIRONMENT = "environment.json"
+    CONFIG = "run.json"
+
+    def __init__(self, root: str | Path, run_id: str) -> None:
+        self.run_id = run_id
+        self.path = Path(root) / run_id
+
+    @classmethod
+    def create(cls, root: str | Path, run_id: str | None = None) -> RunStore:
+        store = cls(root, run_id or new_run_id())
+        store.path.mkdir(parents=True, exist_ok=False)
+        return store
+
+    @classmethod
+    def open(cls, root: str | Path, run_id: str) -> RunStore:
+        store = cls(root, run_id)
+        if not (store.path / cls.CONFIG).is_file():
+            raise FileNotFoundError(f"no run {run_id!r} in {str(root)!r}")
+        return store
+
+    def write_json(self, name: str, data: dict[str, Any]) -> None:
+        tmp = self.path / (name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        tmp.replace(self.path / name)
+
+    def read_json(self, name: str) -> dict[str, Any]:
+        return json.loads((self.path / name).read_text())
+
+    def append(self, record: Record) -> None:
+        """Write one record durably: a crash after this returns cannot lose it."""
+        with open(self.path / self.RECORDS, "a") as fh:
+            fh.write(json.dumps(record.to_dict(), allow_nan=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def records(self) -> list[Record]:
+        path = self.path / self.RECORDS
+        if not path.exists():
+            return []
+        out = []
+        for line in path.read_text().splitlines():
+            try:
+                out.append(Record.from_dict(json.loads(line)))
+            except (json.JSONDecodeError, TypeError, ValueError):
+                continue  # a line cut short by a crash
+        return out
+
+    def repair(self) -> None:
+        """Drop a final line cut short, so appending starts on a fresh line."""
+        path = self.path / self.RECORDS
+        if not path.exists():
+            return
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            path.write_bytes(data[: data.rfind(b"\n") + 1])

@@ -1,0 +1,246 @@
+"""Turns workloads × backends × devices × dtypes into records.
+
+Order: all cases of one workload together, so its seeded inputs and float64 reference are made
+once and shared. Isolation: whatever one case raises becomes that case's ``failed`` record and
+the sweep goes on; only ``KeyboardInterrupt`` stops it, after the records already written.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from convbench import backends
+from convbench.backends.base import UnsupportedConfig, conv_input
+from convbench.inputs import Inputs, make_inputs
+from convbench.measure.accuracy import compare
+from convbench.measure.timing import TimingConfig, measure
+from convbench.results import Record, RunStore, case_key
+from convbench.spec import ConvSpec
+from convbench.suites import Workload
+
+__all__ = [
+    "DTYPES",
+    "Case",
+    "SweepConfig",
+    "estimate_bytes",
+    "parse_dtype",
+    "plan",
+    "reference",
+    "run_sweep",
+]
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+_ALIASES = {
+    "fp32": "float32",
+    "f32": "float32",
+    "float": "float32",
+    "fp64": "float64",
+    "f64": "float64",
+    "double": "float64",
+    "fp16": "float16",
+    "f16": "float16",
+    "half": "float16",
+    "bf16": "bfloat16",
+}
+
+
+def parse_dtype(name: str) -> str:
+    """The canonical name of a dtype given by name or common alias."""
+    key = _ALIASES.get(name.strip().lower(), name.strip().lower())
+    if key not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r} (known: {', '.join(DTYPES)})")
+    return key
+
+
+@dataclass(frozen=True)
+class Case:
+    workload: Workload
+    backend: str
+    device: str
+    dtype: str
+
+    @property
+    def spec(self) -> ConvSpec:
+        return self.workload.spec
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return case_key(self.spec.format(), self.backend, self.device, self.dtype)
+
+
+@dataclass
+class SweepConfig:
+    backends: list[str]
+    devices: list[str] = field(default_factory=lambda: ["cpu"])
+    dtypes: list[str] = field(default_factory=lambda: ["float32"])
+    threads: int = 1
+    timing: TimingConfig = field(default_factory=TimingConfig)
+    seed: int = 0
+    max_memory: int | None = None
+
+
+def plan(workloads: Iterable[Workload], config: SweepConfig) -> list[Case]:
+    return [
+        Case(w, b, d, t)
+        for w in workloads
+        for d in config.devices
+        for t in config.dtypes
+        for b in config.backends
+    ]
+
+
+def estimate_bytes(spec: ConvSpec, dtype: str) -> int:
+    """Memory a case needs at least: its tensors, the float64 inputs and reference, and the
+    column buffer of torch's float64 im2col that computes the reference."""
+    case = sum(spec.bytes(DTYPES[dtype].itemsize).values())
+    ref = sum(spec.bytes(8).values())
+    columns = (spec.ic // spec.g) * spec.kh * spec.kw * spec.oh * spec.ow * 8 * spec.g
+    return case + ref + columns
+
+
+def reference(spec: ConvSpec, inputs: Inputs) -> torch.Tensor:
+    """The problem in float64 on the CPU, through torch's own im2col path (not oneDNN)."""
+    x, padding = conv_input(spec, inputs.x.to(torch.float64))
+    with torch.no_grad():
+        return F.conv2d(
+            x,
+            inputs.weight.to(torch.float64),
+            None if inputs.bias is None else inputs.bias.to(torch.float64),
+            (spec.sh, spec.sw),
+            padding,
+            (spec.dh, spec.dw),
+            spec.g,
+        )
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _run_case(
+    case: Case, inputs: Inputs, ref: torch.Tensor, config: SweepConfig, base: dict[str, object]
+) -> Record:
+    backend = backends.get(case.backend)
+    dtype = DTYPES[case.dtype]
+    data = inputs.to(case.device, dtype)
+    with torch.no_grad():
+        _sync(case.device)
+        t0 = time.perf_counter()
+        fn = backend.prepare(case.spec, data.weight, data.bias)
+        _sync(case.device)
+        prepare_s = time.perf_counter() - t0
+        y = fn(data.x)
+        acc = compare(y, ref)
+        del y
+        timing = measure(lambda: fn(data.x), case.device, config.timing)
+    tol = backend.tolerance(dtype, case.device)
+    return Record(
+        **base,  # type: ignore[arg-type]
+        status="ok" if acc.rel_l2_error <= tol else "inaccurate",
+        reason=""
+        if acc.rel_l2_error <= tol
+        else f"relative L2 error {acc.rel_l2_error:.3g} exceeds the tolerance {tol:.3g}",
+        median_s=timing.median_s,
+        iqr_s=timing.iqr_s,
+        min_s=timing.min_s,
+        mean_s=timing.mean_s,
+        repeats=timing.repeats,
+        number=timing.number,
+        samples_s=timing.samples_s,
+        gflops=case.spec.flops / timing.median_s / 1e9 if timing.median_s > 0 else None,
+        prepare_s=prepare_s,
+        rel_l2_error=acc.rel_l2_error,
+        max_abs_error=acc.max_abs_error,
+        tolerance=tol,
+        noisy=timing.noisy,
+        algorithm=getattr(fn, "algorithm", ""),
+    )
+
+
+def _skip_reason(case: Case, config: SweepConfig) -> str | None:
+    backend = backends.get(case.backend)
+    reason = backend.supports(case.spec, case.device, DTYPES[case.dtype])
+    if reason:
+        return reason
+    if config.max_memory is not None:
+        need = estimate_bytes(case.spec, case.dtype)
+        if need > config.max_memory:
+            return (
+                f"estimated memory {need / 2**20:.1f} MiB exceeds --max-memory "
+                f"{config.max_memory / 2**20:.1f} MiB"
+            )
+    return None
+
+
+OnRecord = Callable[[Case, Record, int, int], None]
+
+
+def run_sweep(
+    workloads: Iterable[Workload],
+    config: SweepConfig,
+    store: RunStore,
+    *,
+    done: set[tuple[str, str, str, str]] = frozenset(),  # type: ignore[assignment]
+    on_start: Callable[[Case, int, int], None] | None = None,
+    on_record: OnRecord | None = None,
+) -> list[Record]:
+    """Run every case not in ``done``, appending each record to ``store`` as it finishes."""
+    torch.set_num_threads(config.threads)
+    cases = [c for c in plan(workloads, config) if c.key not in done]
+    out: list[Record] = []
+    current: tuple[Workload | None, Inputs | None, torch.Tensor | None] = (None, None, None)
+    for i, case in enumerate(cases):
+        if on_start:
+            on_start(case, i, len(cases))
+        base = dict(
+            run_id=store.run_id,
+            spec=case.spec.format(),
+            name=case.spec.name,
+            backend=case.backend,
+            device=case.device,
+            dtype=case.dtype,
+            fill=case.workload.fill,
+            seed=config.seed,
+            threads=config.threads,
+            flops=case.spec.flops,
+            layer_repeat=case.spec.repeat,
+        )
+        try:
+            reason = _skip_reason(case, config)
+            if reason:
+                record = Record(**base, status="unsupported", reason=reason)  # type: ignore[arg-type]
+            else:
+                if current[0] != case.workload:
+                    current = (None, None, None)
+                    gc.collect()
+                    inputs = make_inputs(case.spec, case.workload.fill, config.seed)
+                    current = (case.workload, inputs, reference(case.spec, inputs))
+                record = _run_case(case, current[1], current[2], config, base)  # type: ignore[arg-type]
+        except UnsupportedConfig as exc:
+            record = Record(**base, status="unsupported", reason=str(exc))  # type: ignore[arg-type]
+        except Exception as exc:  # isolation: any error is this case's failure
+            record = Record(
+                **base,
+                status="failed",  # type: ignore[arg-type]
+                reason=f"{type(exc).__name__}: {exc}".strip(),
+            )
+        finally:
+            if case.device == "cuda" and torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        store.append(record)
+        out.append(record)
+        if on_record:
+            on_record(case, record, i, len(cases))
+    return out
