@@ -21,11 +21,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-__all__ = ["BatchLine", "ConvSpec", "SpecError", "parse", "read_batch_file"]
+__all__ = ["BatchLine", "ConvSpec", "SpecError", "UnsupportedProblem", "parse", "read_batch_file"]
 
 
 class SpecError(ValueError):
     """A descriptor that cannot be read, or a problem that no convolution can have."""
+
+
+class UnsupportedProblem(SpecError):
+    """A valid benchdnn problem that is not a 2-D convolution (a 1-D or 3-D one)."""
 
 
 _KEYS = "g mb ic id ih iw oc od oh ow kd kh kw sd sh sw pd ph pw dd dh dw".split()
@@ -75,8 +79,11 @@ class ConvSpec:
                 if not isinstance(value, bool):
                     raise SpecError(f"bias must be True or False, got {value!r}")
             elif f.name == "name":
-                if not isinstance(value, str) or re.search(r'[\s"]', value):
-                    raise SpecError(f"name must be a string without spaces or quotes: {value!r}")
+                if not isinstance(value, str) or re.search(r"[\s\"'\\#]", value):
+                    raise SpecError(
+                        f"name must be a string without spaces, quotes, backslashes or '#': "
+                        f"{value!r}"
+                    )
             elif not isinstance(value, int) or isinstance(value, bool):
                 raise SpecError(f"{f.name} must be an integer, got {value!r}")
         for key in ("mb", "g", "ic", "oc", "ih", "iw", "kh", "kw", "sh", "sw", "dh", "dw"):
@@ -192,7 +199,9 @@ def _parse_descriptor(desc: str, *, bias: bool, mb: int | None) -> ConvSpec:
             key, value = m.group(1), int(m.group(2))
             if key in values:
                 raise SpecError(f"{key} is given twice in {desc!r}")
-            if value < 0:
+            # benchdnn takes no negative value; convbench accepts a negative top/left padding
+            # (a crop) so that every ConvSpec, deduced crops included, has a descriptor.
+            if value < 0 and key not in ("ph", "pw"):
                 raise SpecError(f"{key} must not be negative, got {value} in {desc!r}")
             values[key] = value
             pos = m.end()
@@ -213,10 +222,11 @@ def _parse_descriptor(desc: str, *, bias: bool, mb: int | None) -> ConvSpec:
         for a in "dhw"
     }
     if has["d"]:
-        raise SpecError(f"3-D convolution is not supported: {desc!r}")
+        raise UnsupportedProblem(f"3-D convolution is not supported: {desc!r}")
     if not has["h"]:
-        what = "1-D convolution is not supported" if has["w"] else "no spatial size given"
-        raise SpecError(f"{what}: {desc!r}")
+        if has["w"]:
+            raise UnsupportedProblem(f"1-D convolution is not supported: {desc!r}")
+        raise SpecError(f"no spatial size given: {desc!r}")
     if "ic" not in values or values["ic"] == 0:
         raise SpecError(f"ic must be given and at least 1: {desc!r}")
     if "oc" not in values or values["oc"] == 0:
@@ -226,10 +236,10 @@ def _parse_descriptor(desc: str, *, bias: bool, mb: int | None) -> ConvSpec:
     for axis in "hw" if has["w"] else "h":
         i, k = values.get("i" + axis, 0), values.get("k" + axis, 0)
         s, d = values.get("s" + axis, 1), values.get("d" + axis, 0)
-        if not i or not k:
-            raise SpecError(f"i{axis} and k{axis} must be given and at least 1: {desc!r}")
         if s == 0:
             raise SpecError(f"s{axis} must be at least 1: {desc!r}")
+        if not i or not k:
+            raise SpecError(f"i{axis} and k{axis} must be given and at least 1: {desc!r}")
         eff = (k - 1) * (d + 1) + 1
         o, p = values.get("o" + axis, 0), values.get("p" + axis)
         if not o:
@@ -294,13 +304,15 @@ def _split(text: str) -> list[str]:
 
 
 def _from_tokens(tokens: list[str], state: dict[str, object]) -> list[ConvSpec]:
-    options = [t for t in tokens if t.startswith("--")]
-    descs = [t for t in tokens if not t.startswith("--")]
-    _apply_options(options, state)
-    return [
-        _parse_descriptor(d, bias=bool(state.get("bias", True)), mb=state.get("mb"))  # type: ignore[arg-type]
-        for d in descs
-    ]
+    """Descriptors and options in argument order: an option applies to what follows it."""
+    specs = []
+    for token in tokens:
+        if token.startswith("--"):
+            _apply_options([token], state)
+        else:
+            mb = state.get("mb")
+            specs.append(_parse_descriptor(token, bias=bool(state.get("bias", True)), mb=mb))  # type: ignore[arg-type]
+    return specs
 
 
 def parse(text: str) -> ConvSpec:
@@ -320,6 +332,7 @@ class BatchLine:
     text: str
     spec: ConvSpec | None
     error: str | None
+    unsupported: bool = False
 
 
 def iter_batch_file(path: str | Path) -> Iterator[BatchLine]:
@@ -337,16 +350,12 @@ def iter_batch_file(path: str | Path) -> Iterator[BatchLine]:
         raise SpecError(f"cannot read batch file {str(path)!r}: {exc.__class__.__name__}") from None
     for lineno, line in enumerate(text.splitlines(), 1):
         try:
-            tokens = _split(line)
-            if not tokens:
-                continue
-            if not any(not t.startswith("--") for t in tokens):
-                _apply_options(tokens, state)
-                continue
-            for spec in _from_tokens(tokens, state):
+            for spec in _from_tokens(_split(line), state):
                 yield BatchLine(str(p), lineno, line.strip(), spec, None)
         except SpecError as exc:
-            yield BatchLine(str(p), lineno, line.strip(), None, str(exc))
+            yield BatchLine(
+                str(p), lineno, line.strip(), None, str(exc), isinstance(exc, UnsupportedProblem)
+            )
 
 
 def read_batch_file(path: str | Path, *, skip_unsupported: bool = False) -> list[ConvSpec]:
@@ -356,7 +365,7 @@ def read_batch_file(path: str | Path, *, skip_unsupported: bool = False) -> list
     for line in iter_batch_file(path):
         if line.spec is not None:
             specs.append(line.spec)
-        elif not (skip_unsupported and "is not supported" in (line.error or "")):
+        elif not (skip_unsupported and line.unsupported):
             raise SpecError(f"{line.path}:{line.lineno}: {line.error}")
     if not specs:
         raise SpecError(f"batch file {str(path)!r} holds no 2-D convolution problem")

@@ -254,7 +254,11 @@ def fuzz(n: int, seed: int = 0, max_flops: float = 2e8) -> list[ConvSpec]:
         raise SpecError(f"--fuzz takes a count of at least 0, got {n}")
     rng = random.Random(seed)
     specs: list[ConvSpec] = []
+    draws = 0
     while len(specs) < n:
+        draws += 1
+        if draws > 1000 * (len(specs) + 1):
+            raise SpecError(f"cannot draw valid problems of at most {max_flops:g} FLOPs")
         g = rng.choice([1, 1, 1, 2, 4, "dw"])
         base = rng.choice([1, 2, 3, 4, 8, 16])
         if g == "dw":
