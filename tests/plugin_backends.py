@@ -1,0 +1,71 @@
+"""Backends that misbehave on purpose, loaded through ``CONVBENCH_PLUGINS`` by the CLI tests.
+
+They compute real convolutions (through torch) where they do not misbehave, so every other
+part of the harness runs for real around them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from convbench import backends
+from convbench.backends.base import Prepared, UnsupportedConfig, conv_input
+from convbench.spec import ConvSpec
+
+
+def _conv(spec: ConvSpec, weight: torch.Tensor, bias: torch.Tensor | None):
+    def run(x: torch.Tensor) -> torch.Tensor:
+        xp, padding = conv_input(spec, x)
+        return F.conv2d(xp, weight, bias, (spec.sh, spec.sw), padding, (spec.dh, spec.dw), spec.g)
+
+    return run
+
+
+class _Base:
+    description = "a test backend"
+
+    def supports(self, spec: ConvSpec, device: str, dtype: torch.dtype) -> str | None:
+        return None if device == "cpu" else "CPU only"
+
+    def tolerance(self, dtype: torch.dtype, device: str) -> float:
+        return 1e-5
+
+
+class CrashOn1x1(_Base):
+    """Raises while running any 1x1 problem; correct elsewhere."""
+
+    name = "test-crash-1x1"
+
+    def prepare(self, spec, weight, bias):
+        if spec.kh == 1:
+            def crash(x: torch.Tensor) -> torch.Tensor:
+                raise RuntimeError("deliberate failure on a 1x1 kernel")
+
+            return Prepared(crash, "test")
+        return Prepared(_conv(spec, weight, bias), "test")
+
+
+class Wrong(_Base):
+    """Off by a scale factor: measurably inaccurate."""
+
+    name = "test-wrong"
+
+    def prepare(self, spec, weight, bias):
+        run = _conv(spec, weight, bias)
+        return Prepared(lambda x: run(x) * 1.01, "test")
+
+
+class RefusesStride(_Base):
+    """Declines strided problems in ``prepare``, as an algorithm discovers it cannot."""
+
+    name = "test-no-stride"
+
+    def prepare(self, spec, weight, bias):
+        if spec.sh > 1 or spec.sw > 1:
+            raise UnsupportedConfig("stride > 1 is not supported by this test backend")
+        return Prepared(_conv(spec, weight, bias), "test")
+
+
+for _b in (CrashOn1x1(), Wrong(), RefusesStride()):
+    backends.register(_b, replace=True)

@@ -1,0 +1,82 @@
+"""Timing statistics and accuracy metrics — checked against independent computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from convbench.measure.accuracy import compare
+from convbench.measure.timing import TimingConfig, measure, median_ci, summarize
+
+samples_st = st.lists(st.floats(1e-6, 1.0, allow_nan=False), min_size=1, max_size=60)
+
+
+@given(samples_st)
+def test_summarize_agrees_with_numpy(samples: list[float]) -> None:
+    t = summarize(samples, number=3)
+    a = np.array(samples)
+    assert t.median_s == pytest.approx(np.median(a))
+    q1, q3 = np.percentile(a, [25, 75]) if len(a) > 1 else (a[0], a[0])
+    assert t.iqr_s == pytest.approx(q3 - q1, abs=1e-15)
+    assert t.min_s == a.min() and t.mean_s == pytest.approx(a.mean())
+    assert t.repeats == len(samples) and t.number == 3
+    assert t.noisy == (t.iqr_s / t.median_s > 0.1)
+
+
+@given(samples_st)
+def test_median_ci_brackets_the_median(samples: list[float]) -> None:
+    lo, hi = median_ci(samples)
+    assert min(samples) <= lo <= np.median(samples) <= hi <= max(samples)
+
+
+def test_summarize_rejects_empty() -> None:
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+def test_measure_counts_every_call() -> None:
+    calls = []
+    t = measure(lambda: calls.append(1), config=TimingConfig(budget_s=0.05, warmup_s=0.01))
+    warm = len(calls) - t.repeats * t.number
+    assert warm >= 1
+    assert t.number > 1  # a call far shorter than the clock's resolution is grouped
+    assert t.repeats >= TimingConfig().min_samples
+    assert len(t.samples_s) == t.repeats and all(s > 0 for s in t.samples_s)
+
+
+def test_measure_stops_at_max_samples() -> None:
+    cfg = TimingConfig(budget_s=10.0, max_samples=7, min_samples=3, rel_precision=0.0,
+                       min_sample_s=0.0)
+    t = measure(lambda: None, config=cfg)
+    assert t.repeats == 7 and t.number == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
+def test_measure_cuda_synchronises() -> None:
+    a = torch.randn(2048, 2048, device="cuda")
+    t = measure(lambda: a @ a, device="cuda", config=TimingConfig.quick())
+    # 2048^3 multiply-adds cannot finish in a microsecond: the events saw the kernel.
+    assert t.median_s > 1e-6
+
+
+def test_compare_exact_perturbation() -> None:
+    gen = torch.Generator().manual_seed(1)
+    ref = torch.randn(2, 3, 4, 5, generator=gen, dtype=torch.float64)
+    delta = torch.zeros_like(ref)
+    delta[0, 1, 2, 3] = 0.5
+    acc = compare((ref + delta).float(), ref)
+    assert acc.max_abs_error == pytest.approx(0.5, rel=1e-6)
+    assert acc.rel_l2_error == pytest.approx(0.5 / ref.norm().item(), rel=1e-5)
+    assert compare(ref, ref).rel_l2_error == 0.0
+
+
+def test_compare_non_finite_and_shape() -> None:
+    ref = torch.ones(2, 2, dtype=torch.float64)
+    bad = ref.clone()
+    bad[0, 0] = float("nan")
+    assert compare(bad, ref).rel_l2_error == float("inf")
+    with pytest.raises(ValueError, match="shape"):
+        compare(torch.ones(3), torch.ones(2))
