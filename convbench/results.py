@@ -52,6 +52,7 @@ class Record:
     tolerance: float | None = None
     noisy: bool = False
     algorithm: str = ""
+    algorithm_params: dict[str, Any] = field(default_factory=dict)
     layer_repeat: int = 1
     timestamp: str = ""
     schema_version: int = SCHEMA_VERSION

@@ -34,6 +34,7 @@ class UnsupportedProblem(SpecError):
 
 _KEYS = "g mb ic id ih iw oc od oh ow kd kh kw sd sh sw pd ph pw dd dh dw".split()
 _TOKEN = re.compile(r"(" + "|".join(sorted(_KEYS, key=len, reverse=True)) + r")(-?\d+)")
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 _BIAS_DIRS = {"FWD_B": True, "FWD_D": False, "FWD_I": False}
 
 
@@ -70,6 +71,7 @@ class ConvSpec:
     dh: int = 1
     dw: int = 1
     bias: bool = True
+    padding_mode: str = "zeros"
     name: str = ""
 
     def __post_init__(self) -> None:
@@ -78,6 +80,11 @@ class ConvSpec:
             if f.name == "bias":
                 if not isinstance(value, bool):
                     raise SpecError(f"bias must be True or False, got {value!r}")
+            elif f.name == "padding_mode":
+                if value not in PADDING_MODES:
+                    raise SpecError(
+                        f"padding_mode must be one of {', '.join(PADDING_MODES)}, got {value!r}"
+                    )
             elif f.name == "name":
                 if not isinstance(value, str) or re.search(r"[\s\"'\\#]", value):
                     raise SpecError(
@@ -102,6 +109,13 @@ class ConvSpec:
                 raise SpecError(
                     f"padding p{axis}={top}, p{axis}_r={bottom} crops away the whole input "
                     f"(i{axis}={i})"
+                )
+            # The limits torch's F.pad sets: a reflection cannot reach past the far edge.
+            limit = {"reflect": i - 1, "circular": i}.get(self.padding_mode)
+            if limit is not None and max(top, bottom) > limit:
+                raise SpecError(
+                    f"{self.padding_mode} padding p{axis}={max(top, bottom)} must be at most "
+                    f"{limit} for i{axis}={i}"
                 )
 
     # --- derived geometry -------------------------------------------------------------------
@@ -179,13 +193,17 @@ class ConvSpec:
         )
         if self.name:
             s += f'_n"{self.name}"'
+        if self.padding_mode != "zeros":
+            s = f"--padding-mode={self.padding_mode} " + s
         return s if self.bias else "--dir=FWD_D " + s
 
     def __str__(self) -> str:
         return self.format()
 
 
-def _parse_descriptor(desc: str, *, bias: bool, mb: int | None) -> ConvSpec:
+def _parse_descriptor(
+    desc: str, *, bias: bool = True, mb: int | None = None, padding_mode: str = "zeros"
+) -> ConvSpec:
     """Read one descriptor (no options) the way benchdnn's ``str2desc`` does."""
     values: dict[str, int] = {}
     name = ""
@@ -270,6 +288,7 @@ def _parse_descriptor(desc: str, *, bias: bool, mb: int | None) -> ConvSpec:
         ic=values["ic"],
         oc=values["oc"],
         bias=bias,
+        padding_mode=padding_mode,
         name=name,
         **geo,
     )
@@ -294,6 +313,12 @@ def _apply_options(options: list[str], state: dict[str, object]) -> None:
             if mb < 0:
                 raise SpecError(f"--mb must not be negative, got {mb}")
             state["mb"] = mb or None
+        elif key == "--padding-mode":
+            if value not in PADDING_MODES:
+                raise SpecError(
+                    f"--padding-mode takes one of {', '.join(PADDING_MODES)}, got {value!r}"
+                )
+            state["padding_mode"] = value
 
 
 def _split(text: str) -> list[str]:
@@ -310,8 +335,7 @@ def _from_tokens(tokens: list[str], state: dict[str, object]) -> list[ConvSpec]:
         if token.startswith("--"):
             _apply_options([token], state)
         else:
-            mb = state.get("mb")
-            specs.append(_parse_descriptor(token, bias=bool(state.get("bias", True)), mb=mb))  # type: ignore[arg-type]
+            specs.append(_parse_descriptor(token, **state))  # type: ignore[arg-type]
     return specs
 
 

@@ -150,7 +150,7 @@ ic320ih7oc1280oh7kh1ph0 conv_last
 # Kernels from 7x7 to 15x15 with "same" padding: where FFT convolution should shine.
 _LARGE_KERNEL = tuple(
     [f'mb4ic32ih64oc32oh64kh{k}ph{k // 2}n"large_kernel:c32_64px_k{k}"' for k in (7, 9, 11, 13, 15)]
-    + [f'mb1ic16ih128oc16oh128kh{k}ph{k // 2}n"large_kernel:c16_128px_k{k}"' for k in (11, 13, 15)]
+    + [f'mb1ic32ih128oc32oh128kh{k}ph{k // 2}n"large_kernel:c32_128px_k{k}"' for k in (11, 13, 15)]
 )
 
 # A subset of Baidu DeepBench's convolution problems (speech and vision, inference server).

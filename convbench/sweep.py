@@ -166,6 +166,7 @@ def _run_case(
         tolerance=tol,
         noisy=timing.noisy,
         algorithm=getattr(fn, "algorithm", ""),
+        algorithm_params=getattr(fn, "params", {}),
     )
 
 

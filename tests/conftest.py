@@ -23,11 +23,18 @@ def registry() -> Iterator[None]:
             backends.unregister(name)
 
 
-def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """``convbench ARGS`` in a fresh interpreter, as a user runs it."""
     full_env = {**os.environ, **(env or {})}
     if env and "PYTHONPATH" in env and os.environ.get("PYTHONPATH"):
         full_env["PYTHONPATH"] = env["PYTHONPATH"] + os.pathsep + os.environ["PYTHONPATH"]
-    return subprocess.run([sys.executable, "-m", "convbench", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "convbench", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -39,6 +39,7 @@ class CrashOn1x1(_Base):
 
     def prepare(self, spec, weight, bias):
         if spec.kh == 1:
+
             def crash(x: torch.Tensor) -> torch.Tensor:
                 raise RuntimeError("deliberate failure on a 1x1 kernel")
 

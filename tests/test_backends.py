@@ -60,9 +60,15 @@ def test_reference_matches_the_definition() -> None:
                 for c in range(cg):
                     for r in range(spec.kh):
                         for s in range(spec.kw):
-                            acc += (x[0, grp * cg + c, oy * spec.sh + r * spec.dh,
-                                      ox * spec.sw + s * spec.dw].item()
-                                    * inp.weight[k, c, r, s].item())
+                            acc += (
+                                x[
+                                    0,
+                                    grp * cg + c,
+                                    oy * spec.sh + r * spec.dh,
+                                    ox * spec.sw + s * spec.dw,
+                                ].item()
+                                * inp.weight[k, c, r, s].item()
+                            )
                 want[0, k, oy, ox] = acc
     torch.testing.assert_close(reference(spec, inp), want, rtol=1e-12, atol=1e-12)
 

@@ -33,16 +33,48 @@ def test_version(tmp_path: Path) -> None:
 
 def test_run_writes_records_environment_and_summary(tmp_path: Path) -> None:
     out = tmp_path / "res"
-    proc = run_cli("run", "--suite", "smoke", "--suite", "seed", "--quick", "--out", str(out),
-                   cwd=tmp_path)
+    proc = run_cli(
+        "run",
+        "--backend",
+        "torch",
+        "--suite",
+        "smoke",
+        "--suite",
+        "seed",
+        "--quick",
+        "--out",
+        str(out),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     (run,) = _run_dirs(out)
     records = _records(run)
     assert len(records) == 8
-    required = {"schema_version", "run_id", "spec", "name", "backend", "device", "dtype",
-                "status", "reason", "median_s", "iqr_s", "min_s", "mean_s", "repeats",
-                "samples_s", "gflops", "prepare_s", "peak_bytes", "rel_l2_error",
-                "max_abs_error", "tolerance", "noisy", "algorithm"}
+    required = {
+        "schema_version",
+        "run_id",
+        "spec",
+        "name",
+        "backend",
+        "device",
+        "dtype",
+        "status",
+        "reason",
+        "median_s",
+        "iqr_s",
+        "min_s",
+        "mean_s",
+        "repeats",
+        "samples_s",
+        "gflops",
+        "prepare_s",
+        "peak_bytes",
+        "rel_l2_error",
+        "max_abs_error",
+        "tolerance",
+        "noisy",
+        "algorithm",
+    }
     for r in records:
         assert required <= r.keys()
         assert r["status"] == "ok" and r["run_id"] == run.name
@@ -99,8 +131,18 @@ def test_unreadable_batch_line_names_file_and_line(tmp_path: Path) -> None:
 def test_failing_backend_is_isolated_and_exit_1(tmp_path: Path) -> None:
     out = tmp_path / "res"
     env = {"PYTHONPATH": str(TESTS), "CONVBENCH_PLUGINS": "plugin_backends"}
-    proc = run_cli("run", "--suite", "smoke", "--quick", "--out", str(out), "--backend",
-                   "torch,test-crash-1x1,test-wrong,test-no-stride", cwd=tmp_path, env=env)
+    proc = run_cli(
+        "run",
+        "--suite",
+        "smoke",
+        "--quick",
+        "--out",
+        str(out),
+        "--backend",
+        "torch,test-crash-1x1,test-wrong,test-no-stride",
+        cwd=tmp_path,
+        env=env,
+    )
     assert proc.returncode == 1, proc.stderr
     (run,) = _run_dirs(out)
     records = _records(run)
@@ -121,8 +163,18 @@ def test_failing_backend_is_isolated_and_exit_1(tmp_path: Path) -> None:
 
 def test_unsupported_is_not_a_failure(tmp_path: Path) -> None:
     env = {"PYTHONPATH": str(TESTS), "CONVBENCH_PLUGINS": "plugin_backends"}
-    proc = run_cli("run", "--spec", "mb1ic4ih9oc4kh3sh2", "--backend", "test-no-stride",
-                   "--quick", "--out", str(tmp_path / "res"), cwd=tmp_path, env=env)
+    proc = run_cli(
+        "run",
+        "--spec",
+        "mb1ic4ih9oc4kh3sh2",
+        "--backend",
+        "test-no-stride",
+        "--quick",
+        "--out",
+        str(tmp_path / "res"),
+        cwd=tmp_path,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     (run,) = _run_dirs(tmp_path / "res")
     assert _records(run)[0]["status"] == "unsupported"
@@ -130,8 +182,21 @@ def test_unsupported_is_not_a_failure(tmp_path: Path) -> None:
 
 def test_max_memory_records_unsupported_without_attempting(tmp_path: Path) -> None:
     out = tmp_path / "res"
-    proc = run_cli("run", "--spec", "mb1ic64ih56oc64kh3ph1", "--spec", "mb1ic2ih4oc2kh1",
-                   "--max-memory", "64K", "--quick", "--out", str(out), cwd=tmp_path)
+    proc = run_cli(
+        "run",
+        "--backend",
+        "torch",
+        "--spec",
+        "mb1ic64ih56oc64kh3ph1",
+        "--spec",
+        "mb1ic2ih4oc2kh1",
+        "--max-memory",
+        "64K",
+        "--quick",
+        "--out",
+        str(out),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     (run,) = _run_dirs(out)
     big, small = _records(run)
@@ -144,9 +209,29 @@ def test_sources_combine_with_mb_override(tmp_path: Path) -> None:
     batch = tmp_path / "shapes"
     batch.write_text('mb4ic4ih8oc4kh3ph1n"a"\nic2id4oc2kd3n"three_d"\n')
     out = tmp_path / "res"
-    proc = run_cli("run", "--spec", "mb2ic3ih6oc3kh3", "--batch-file", str(batch), "--grid",
-                   "ic=2 oc=2,4 ih=5 kh=3", "--fuzz", "3", "--seed", "7", "--mb", "1",
-                   "--quick", "--dtype", "float32,float64", "--out", str(out), cwd=tmp_path)
+    proc = run_cli(
+        "run",
+        "--backend",
+        "torch",
+        "--spec",
+        "mb2ic3ih6oc3kh3",
+        "--batch-file",
+        str(batch),
+        "--grid",
+        "ic=2 oc=2,4 ih=5 kh=3",
+        "--fuzz",
+        "3",
+        "--seed",
+        "7",
+        "--mb",
+        "1",
+        "--quick",
+        "--dtype",
+        "float32,float64",
+        "--out",
+        str(out),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     (run,) = _run_dirs(out)
     records = _records(run)
@@ -158,9 +243,24 @@ def test_sources_combine_with_mb_override(tmp_path: Path) -> None:
 
 def test_interrupt_keeps_records_and_resume_completes(tmp_path: Path) -> None:
     out = tmp_path / "res"
-    proc = subprocess.Popen([sys.executable, "-m", "convbench", "run", "--suite", "resnet50",
-                             "--out", str(out)], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "convbench",
+            "run",
+            "--backend",
+            "torch",
+            "--suite",
+            "resnet50",
+            "--out",
+            str(out),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     records_file = None
     while time.monotonic() < deadline:
@@ -196,7 +296,9 @@ def test_interrupt_keeps_records_and_resume_completes(tmp_path: Path) -> None:
 
 def test_resume_refuses_new_selection(tmp_path: Path) -> None:
     out = tmp_path / "res"
-    first = run_cli("run", "--suite", "seed", "--quick", "--out", str(out), cwd=tmp_path)
+    first = run_cli(
+        "run", "--backend", "torch", "--suite", "seed", "--quick", "--out", str(out), cwd=tmp_path
+    )
     assert first.returncode == 0
     (run,) = _run_dirs(out)
     proc = run_cli("run", "--resume", run.name, "--suite", "smoke", "--out", str(out), cwd=tmp_path)
@@ -209,8 +311,16 @@ def test_resume_refuses_new_selection(tmp_path: Path) -> None:
 def test_list(tmp_path: Path) -> None:
     suites = run_cli("list", "suites", cwd=tmp_path)
     assert suites.returncode == 0
-    for name in ("smoke", "seed", "resnet50", "vgg16", "alexnet", "mobilenet_v2",
-                 "large_kernel", "deepbench"):
+    for name in (
+        "smoke",
+        "seed",
+        "resnet50",
+        "vgg16",
+        "alexnet",
+        "mobilenet_v2",
+        "large_kernel",
+        "deepbench",
+    ):
         assert name in suites.stdout
     assert "torch" in run_cli("list", "backends", cwd=tmp_path).stdout
     cases = run_cli("list", "cases", "alexnet", "--mb", "8", cwd=tmp_path)

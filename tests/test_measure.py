@@ -48,8 +48,9 @@ def test_measure_counts_every_call() -> None:
 
 
 def test_measure_stops_at_max_samples() -> None:
-    cfg = TimingConfig(budget_s=10.0, max_samples=7, min_samples=3, rel_precision=0.0,
-                       min_sample_s=0.0)
+    cfg = TimingConfig(
+        budget_s=10.0, max_samples=7, min_samples=3, rel_precision=0.0, min_sample_s=0.0
+    )
     t = measure(lambda: None, config=cfg)
     assert t.repeats == 7 and t.number == 1
 

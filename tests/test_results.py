@@ -12,8 +12,16 @@ from convbench.results import SCHEMA_VERSION, Record, RunStore, new_run_id
 
 
 def _rec(run_id: str = "r", backend: str = "torch", spec: str = "s", **kw) -> Record:
-    return Record(run_id=run_id, spec=spec, name="n", backend=backend, device="cpu",
-                  dtype="float32", status=kw.pop("status", "ok"), **kw)
+    return Record(
+        run_id=run_id,
+        spec=spec,
+        name="n",
+        backend=backend,
+        device="cpu",
+        dtype="float32",
+        status=kw.pop("status", "ok"),
+        **kw,
+    )
 
 
 def test_record_round_trip_and_schema() -> None:

@@ -11,7 +11,10 @@ import importlib
 import os
 
 from convbench.backends.base import Backend, Prepared, UnsupportedConfig
-from convbench.backends.torch_native import TorchBackend
+from convbench.backends.direct import DirectBackend, Im2colBackend
+from convbench.backends.fft import FFTScipyBackend, FFTTorchBackend
+from convbench.backends.torch_native import TorchBackend, TorchCudnnAutotuneBackend
+from convbench.backends.winograd import WinogradBackend
 
 __all__ = ["Backend", "Prepared", "UnsupportedConfig", "all_backends", "get", "names", "register"]
 
@@ -67,4 +70,15 @@ def get(name: str) -> Backend:
         raise KeyError(f"unknown backend {name!r} (known: {', '.join(_REGISTRY)})") from None
 
 
-register(TorchBackend())
+for _backend in (
+    TorchBackend(),
+    TorchCudnnAutotuneBackend(),
+    DirectBackend(),
+    Im2colBackend(),
+    FFTScipyBackend(),
+    FFTTorchBackend(),
+    WinogradBackend(2),
+    WinogradBackend(4),
+    WinogradBackend(6),
+):
+    register(_backend)

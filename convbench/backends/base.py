@@ -8,15 +8,26 @@ creation from execution.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 
 from convbench.spec import ConvSpec
 
-__all__ = ["Backend", "Prepared", "UnsupportedConfig", "conv_input", "device_reason"]
+__all__ = [
+    "FLOAT_TOLERANCE",
+    "Backend",
+    "Prepared",
+    "UnsupportedConfig",
+    "conv_input",
+    "device_reason",
+    "dtype_reason",
+    "pad_input",
+    "pad_into",
+    "zero_symmetric_padding",
+]
 
 
 class UnsupportedConfig(ValueError):
@@ -29,6 +40,7 @@ class Prepared:
 
     fn: Callable[[torch.Tensor], torch.Tensor]
     algorithm: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.fn(x)
@@ -58,14 +70,68 @@ def device_reason(device: str) -> str | None:
     return f"unknown device {device!r}"
 
 
+def pad_input(spec: ConvSpec, x: torch.Tensor) -> torch.Tensor:
+    """The input of the plain "valid" problem equivalent to ``spec``.
+
+    Negative padding crops first; the positive padding is then added in the spec's padding
+    mode (``zeros``, ``reflect``, ``replicate``, ``circular``, as in ``nn.Conv2d``), so every
+    algorithm after this sees one simple problem.
+    """
+    pads = (spec.pw, spec.pw_r, spec.ph, spec.ph_r)
+    if min(pads) < 0:
+        left, right, top, bottom = (max(-p, 0) for p in pads)
+        x = x[..., top : x.shape[-2] - bottom, left : x.shape[-1] - right]
+        pads = tuple(max(p, 0) for p in pads)  # type: ignore[assignment]
+    if any(pads):
+        mode = "constant" if spec.padding_mode == "zeros" else spec.padding_mode
+        x = F.pad(x, pads, mode=mode)
+    return x
+
+
+def pad_into(spec: ConvSpec, x: torch.Tensor, buf: torch.Tensor) -> None:
+    """Write :func:`pad_input`'s result into the top-left corner of a preallocated ``buf``.
+
+    Zero padding writes only the input (the buffer's zero border is kept from call to call);
+    other padding modes go through :func:`pad_input`. Whatever lies beyond the padded input
+    in ``buf`` is left as it is.
+    """
+    hp, wp = spec.ih + spec.ph + spec.ph_r, spec.iw + spec.pw + spec.pw_r
+    if spec.padding_mode != "zeros":
+        buf[:, :, :hp, :wp].copy_(pad_input(spec, x))
+        return
+    ct, cb, cl, cr = (max(-p, 0) for p in (spec.ph, spec.ph_r, spec.pw, spec.pw_r))
+    top, left = max(spec.ph, 0), max(spec.pw, 0)
+    h, w = spec.ih - ct - cb, spec.iw - cl - cr
+    buf[:, :, top : top + h, left : left + w].copy_(x[:, :, ct : ct + h, cl : cl + w])
+
+
 def conv_input(spec: ConvSpec, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
     """The input and the symmetric padding to hand ``F.conv2d`` for ``spec``.
 
-    When torch's symmetric padding expresses the problem, the input is returned untouched; else
-    it is padded (or cropped, for negative padding) explicitly with ``F.pad`` and the
-    convolution sees a plain "valid" problem.
+    When torch's own symmetric zero padding expresses the problem, the input is returned
+    untouched; else it goes through :func:`pad_input` and the convolution sees a "valid" one.
     """
-    sym = spec.symmetric_padding
-    if sym is not None:
-        return x, sym
-    return F.pad(x, (spec.pw, spec.pw_r, spec.ph, spec.ph_r)), (0, 0)
+    sym = zero_symmetric_padding(spec)
+    return (x, sym) if sym is not None else (pad_input(spec, x), (0, 0))
+
+
+def zero_symmetric_padding(spec: ConvSpec) -> tuple[int, int] | None:
+    """The padding ``F.conv2d`` itself can take for ``spec``, or ``None`` if it needs F.pad."""
+    return spec.symmetric_padding if spec.padding_mode == "zeros" else None
+
+
+FLOAT_TOLERANCE = {
+    torch.float64: 1e-12,
+    torch.float32: 1e-5,
+    torch.float16: 5e-3,
+    torch.bfloat16: 3e-2,
+}
+"""Relative L2 error bounds of an algorithm that does the direct sum's arithmetic in the dtype:
+a few units of the dtype's rounding error, grown by the length of the sums."""
+
+
+def dtype_reason(dtype: torch.dtype, allowed: tuple[torch.dtype, ...]) -> str | None:
+    if dtype in allowed:
+        return None
+    names = ", ".join(str(d).removeprefix("torch.") for d in allowed)
+    return f"{str(dtype).removeprefix('torch.')} is not supported (this algorithm takes {names})"

@@ -1,19 +1,21 @@
-"""``torch``: ``torch.nn.functional.conv2d`` as shipped — oneDNN on the CPU, cuDNN on CUDA."""
+"""``torch``: ``torch.nn.functional.conv2d`` as shipped — oneDNN on the CPU, cuDNN on CUDA —
+and ``torch-cudnn-autotune``, the same with cuDNN's autotuner on."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from convbench.backends.base import Prepared, conv_input, device_reason
+from convbench.backends.base import (
+    FLOAT_TOLERANCE,
+    Prepared,
+    conv_input,
+    device_reason,
+    dtype_reason,
+    pad_input,
+    zero_symmetric_padding,
+)
 from convbench.spec import ConvSpec
-
-_TOLERANCE = {
-    torch.float64: 1e-12,
-    torch.float32: 1e-5,
-    torch.float16: 5e-3,
-    torch.bfloat16: 3e-2,
-}
 
 
 def select_algorithm(
@@ -23,19 +25,17 @@ def select_algorithm(
     x, padding = conv_input(spec, x)
     try:
         chosen = torch._C._select_conv_backend(
-            x,
-            weight,
-            bias,
-            [spec.sh, spec.sw],
-            list(padding),
-            [spec.dh, spec.dw],
-            False,
-            [0, 0],
-            spec.g,
-        )
+            x, weight, bias, [spec.sh, spec.sw], list(padding), [spec.dh, spec.dw],
+            False, [0, 0], spec.g,
+        )  # fmt: skip
     except (AttributeError, RuntimeError, TypeError):
         return ""
     return str(chosen).rsplit(".", 1)[-1]
+
+
+def tf32_in_use(device: str, dtype: torch.dtype) -> bool:
+    """Whether cuDNN may round float32 convolution inputs to TF32 (10-bit mantissa)."""
+    return device == "cuda" and dtype == torch.float32 and torch.backends.cudnn.allow_tf32
 
 
 class TorchBackend:
@@ -43,22 +43,18 @@ class TorchBackend:
     description = "torch.nn.functional.conv2d (oneDNN on CPU, cuDNN on CUDA)"
 
     def supports(self, spec: ConvSpec, device: str, dtype: torch.dtype) -> str | None:
-        if dtype not in _TOLERANCE:
-            return f"dtype {dtype} is not a floating-point type torch convolves"
-        return device_reason(device)
+        return dtype_reason(dtype, tuple(FLOAT_TOLERANCE)) or device_reason(device)
 
     def tolerance(self, dtype: torch.dtype, device: str) -> float:
-        tol = _TOLERANCE[dtype]
-        if device == "cuda" and dtype == torch.float32 and torch.backends.cudnn.allow_tf32:
-            # TF32 keeps 10 mantissa bits: errors of the order of 2^-11 per product.
-            tol = 5e-3
-        return tol
+        # TF32 keeps 10 mantissa bits: errors of the order of 2^-11 per product.
+        return 5e-3 if tf32_in_use(device, dtype) else FLOAT_TOLERANCE[dtype]
 
     def prepare(self, spec: ConvSpec, weight: torch.Tensor, bias: torch.Tensor | None) -> Prepared:
         stride, dilation, groups = (spec.sh, spec.sw), (spec.dh, spec.dw), spec.g
-        sym = spec.symmetric_padding
+        sym = zero_symmetric_padding(spec)
         probe = torch.empty(spec.input_shape, dtype=weight.dtype, device=weight.device)
         algorithm = select_algorithm(spec, probe, weight, bias)
+        tf32 = tf32_in_use(weight.device.type, weight.dtype)
         if sym is not None:
 
             def run(x: torch.Tensor) -> torch.Tensor:
@@ -66,7 +62,31 @@ class TorchBackend:
         else:
 
             def run(x: torch.Tensor) -> torch.Tensor:
-                xp, _ = conv_input(spec, x)
-                return F.conv2d(xp, weight, bias, stride, 0, dilation, groups)
+                return F.conv2d(pad_input(spec, x), weight, bias, stride, 0, dilation, groups)
 
-        return Prepared(run, algorithm)
+        return Prepared(run, algorithm, {"tf32": tf32} if weight.is_cuda else {})
+
+
+class TorchCudnnAutotuneBackend(TorchBackend):
+    name = "torch-cudnn-autotune"
+    description = "conv2d with torch.backends.cudnn.benchmark on: cuDNN times its algorithms"
+
+    def supports(self, spec: ConvSpec, device: str, dtype: torch.dtype) -> str | None:
+        if device != "cuda":
+            return "cuDNN autotuning needs a CUDA device"
+        return super().supports(spec, device, dtype)
+
+    def prepare(self, spec: ConvSpec, weight: torch.Tensor, bias: torch.Tensor | None) -> Prepared:
+        base = super().prepare(spec, weight, bias)
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            before = torch.backends.cudnn.benchmark
+            torch.backends.cudnn.benchmark = True
+            try:
+                return base.fn(x)
+            finally:
+                torch.backends.cudnn.benchmark = before
+
+        # The autotuner runs on the first call of a shape: make that part of prepare.
+        run(torch.randn(spec.input_shape, dtype=weight.dtype, device=weight.device))
+        return Prepared(run, base.algorithm, {**base.params, "cudnn_benchmark": True})
