@@ -96,7 +96,7 @@ def test_supports_reasons() -> None:
     b = backends.get("torch")
     spec = parse("mb1ic1ih4oc1kh3")
     assert b.supports(spec, "cpu", torch.float32) is None
-    assert "not a floating-point" in (b.supports(spec, "cpu", torch.int32) or "")
+    assert "int32 is not supported" in (b.supports(spec, "cpu", torch.int32) or "")
     if not torch.cuda.is_available():
         assert "CUDA is not available" in (b.supports(spec, "cuda", torch.float32) or "")
 
