@@ -213,7 +213,12 @@ def _devices(choice: str | None) -> list[str]:
 def _new_config(args: argparse.Namespace) -> dict[str, Any]:
     """Resolve the selection into the stored form a resume can replay exactly."""
     known = backends.names()
-    chosen = [b.strip() for b in args.backend.split(",")] if args.backend else known
+    devices = _devices(args.device)
+    chosen = (
+        [b.strip() for b in args.backend.split(",")]
+        if args.backend
+        else backends.available(devices)
+    )
     for b in chosen:
         if b not in known:
             raise UsageError(f"unknown backend {b!r} (known: {', '.join(known)})")
@@ -236,7 +241,7 @@ def _new_config(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "workloads": [{"spec": w.spec.format(), "fill": w.fill} for w in workloads],
         "backends": list(dict.fromkeys(chosen)),
-        "devices": _devices(args.device),
+        "devices": devices,
         "dtypes": list(dict.fromkeys(dtypes)),
         "threads": args.threads or cpu_count(),
         "seed": args.seed or 0,
@@ -420,12 +425,9 @@ def cmd_list(args: argparse.Namespace) -> int:
             )
         console.print(table)
     elif args.what == "backends":
-        import torch
-
         table = Table("backend", "cpu", "cuda", "description")
-        probe = parse("mb1ic1ih4oc1kh3")
         for b in backends.all_backends():
-            cells = [b.supports(probe, d, torch.float32) or "yes" for d in ("cpu", "cuda")]
+            cells = [backends.device_reason(b, d) or "yes" for d in ("cpu", "cuda")]
             table.add_row(b.name, *cells, b.description)
         console.print(table)
     else:

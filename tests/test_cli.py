@@ -326,3 +326,17 @@ def test_list(tmp_path: Path) -> None:
     cases = run_cli("list", "cases", "alexnet", "--mb", "8", cwd=tmp_path)
     lines = cases.stdout.strip().splitlines()
     assert len(lines) == 5 and all("mb8_" in line for line in lines)
+
+
+def test_default_backends_are_those_available_here(tmp_path: Path) -> None:
+    from convbench import backends
+
+    out = tmp_path / "res"
+    proc = run_cli("run", "--suite", "seed", "--quick", "--out", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (run,) = _run_dirs(out)
+    ran = {r["backend"] for r in _records(run)}
+    assert ran == set(backends.available(["cpu"]))
+    assert {"torch", "direct", "im2col", "fft-scipy", "fft-torch", "winograd-f4"} <= ran
+    assert "torch-cudnn-autotune" not in ran  # CUDA only; the default device is the CPU
+    assert all(r["status"] == "ok" for r in _records(run))

@@ -10,13 +10,25 @@ from __future__ import annotations
 import importlib
 import os
 
+import torch
+
 from convbench.backends.base import Backend, Prepared, UnsupportedConfig
 from convbench.backends.direct import DirectBackend, Im2colBackend
 from convbench.backends.fft import FFTScipyBackend, FFTTorchBackend
 from convbench.backends.torch_native import TorchBackend, TorchCudnnAutotuneBackend
 from convbench.backends.winograd import WinogradBackend
 
-__all__ = ["Backend", "Prepared", "UnsupportedConfig", "all_backends", "get", "names", "register"]
+__all__ = [
+    "Backend",
+    "Prepared",
+    "UnsupportedConfig",
+    "all_backends",
+    "available",
+    "device_reason",
+    "get",
+    "names",
+    "register",
+]
 
 _REGISTRY: dict[str, Backend] = {}
 _plugins_loaded = False
@@ -59,6 +71,19 @@ def names() -> list[str]:
 def all_backends() -> list[Backend]:
     _load_plugins()
     return list(_REGISTRY.values())
+
+
+def device_reason(backend: Backend, device: str) -> str | None:
+    """Why ``backend`` cannot run on ``device`` at all (``None`` if it can): what it says of a
+    small 3x3 float32 problem, which every backend accepts where it runs."""
+    from convbench.spec import parse
+
+    return backend.supports(parse("mb1ic1ih4oc1kh3"), device, torch.float32)
+
+
+def available(devices: list[str]) -> list[str]:
+    """The backends that can run on at least one of ``devices``."""
+    return [b.name for b in all_backends() if any(device_reason(b, d) is None for d in devices)]
 
 
 def get(name: str) -> Backend:
