@@ -72,66 +72,75 @@ class DirectBackend(_DirectFamily):
 
 
 class Im2colBackend(_DirectFamily):
-    """Unfold the input into columns (C/g·R·S rows, one column per output pixel), then GEMM.
+    """Unfold the input into columns (one row per output pixel, C/g·R·S entries), then GEMM.
 
-    The columns are one strided copy of the padded input (a view with the kernel taps as extra
-    dimensions), made for a few images at a time into a buffer kept from call to call: enough
-    columns for an efficient GEMM, few enough to stay in cache. A 1×1 stride-1 problem needs
-    no columns: they are the input itself.
+    Channels innermost (NHWC) throughout: the padded input is written once into a
+    channels-last buffer, so the unfolding copies whole channel vectors and each GEMM,
+    [pixels × C·R·S]·[C·R·S × K], yields the output in channels-last order, returned as an
+    NCHW view (torch's own channels-last layout). Columns are made for a few images at a time
+    into a buffer kept from call to call: enough rows for an efficient GEMM, few enough to
+    stay in cache. A 1×1 stride-1 problem needs no columns: they are the input itself, and it
+    is multiplied as it lies (NCHW), which spares the two layout changes.
     """
 
     name = "im2col"
-    description = "unfold (im2col) + GEMM over a few images at a time; groups batched"
-    # Columns per GEMM to aim for: below ~1500 the GEMM is inefficient, far above it the
-    # column buffer leaves the cache.
-    TARGET_COLUMNS = 2048
+    description = "unfold (im2col, channels-last) + GEMM over a few images at a time"
+    # Pixels per GEMM to aim for: far fewer make an inefficient GEMM, far more leave the cache.
+    TARGET_ROWS = 2048
 
     def prepare(self, spec: ConvSpec, weight: torch.Tensor, bias: torch.Tensor | None) -> Prepared:
         g, kg, cg = spec.g, spec.oc // spec.g, spec.ic // spec.g
-        crs, p = cg * spec.kh * spec.kw, spec.oh * spec.ow
-        rows = weight.reshape(g, kg, crs)
-        pointwise = spec.kh == spec.kw == spec.sh == spec.sw == 1
-        chunk = max(1, min(spec.mb, self.TARGET_COLUMNS // p))
-        cols = None if pointwise else weight.new_empty(g, crs, chunk * p)
-        yt = None if pointwise or chunk == 1 else weight.new_empty(g, kg, chunk * p)
-        # A single group is one plain GEMM, which MKL runs faster than a batch of one.
-        gemm = (lambda a, b, out: torch.mm(a[0], b[0], out=out[0])) if g == 1 else torch.bmm
+        kh, kw, oh, ow = spec.kh, spec.kw, spec.oh, spec.ow
+        crs, p = cg * kh * kw, oh * ow
+        # (G, R·S·C/g, K/g): each group's weights in the columns' (r, s, c) order.
+        wt = weight.reshape(g, kg, cg, kh, kw).permute(0, 3, 4, 2, 1).reshape(g, crs, kg)
+        wt = wt.contiguous()
         hp, wp = spec.ih + spec.ph + spec.ph_r, spec.iw + spec.pw + spec.pw_r
-        padded = (spec.ph, spec.ph_r, spec.pw, spec.pw_r) != (0, 0, 0, 0) or (
-            spec.padding_mode != "zeros"
-        )
-        xpad = weight.new_zeros(spec.mb, spec.ic, hp, wp) if padded and not pointwise else None
+        pointwise = kh == kw == spec.sh == spec.sw == 1
+        if pointwise:
+            return self._pointwise(spec, weight, bias)
+        chunk = max(1, min(spec.mb, self.TARGET_ROWS // p))
+        ws = {"dtype": weight.dtype, "device": weight.device}
+        xpad = torch.zeros(spec.mb, hp, wp, spec.ic, **ws)  # NHWC; a kept zero border
+        cols = torch.empty(chunk * p, g, crs, **ws)
+
+        def gemm(a: torch.Tensor, out: torch.Tensor) -> None:
+            """out[pixel, group, k] = Σ a[pixel, group, :] · wt[group, :, k]."""
+            if g == 1:
+                torch.mm(a.view(-1, crs), wt[0], out=out.view(-1, kg))
+            else:
+                out.copy_(torch.matmul(a.transpose(0, 1), wt).transpose(0, 1))
 
         def run(x: torch.Tensor) -> torch.Tensor:
-            if xpad is not None:
-                pad_into(spec, x, xpad)
-            xp = xpad if xpad is not None else pad_input(spec, x)
-            n = xp.shape[0]
-            if cols is None:  # 1x1, stride 1: one batched GEMM over the input as it lies
-                with record_function("im2col/unfold"):
-                    image_cols = xp.reshape(n, g, crs, p)
-                with record_function("im2col/gemm"):
-                    y = torch.matmul(rows, image_cols)
-                return _add_bias(y.view(n, spec.oc, spec.oh, spec.ow), bias)
-            y = x.new_empty(n, g, kg, p)
-            sn, sc, sh, sw = xp.stride()
+            n = x.shape[0]
+            pad_into(spec, x, xpad.permute(0, 3, 1, 2))
+            y = torch.empty(n, oh, ow, spec.oc, **ws)
+            sn, sh, sw, sc = xpad.stride()
             for i in range(0, n, chunk):
                 b = min(chunk, n - i)
                 with record_function("im2col/unfold"):
-                    taps = xp[i : i + b].as_strided(
-                        (spec.ic, spec.kh, spec.kw, b, spec.oh, spec.ow),
-                        (sc, spec.dh * sh, spec.dw * sw, sn, spec.sh * sh, spec.sw * sw),
-                        xp.storage_offset() + i * sn,
+                    taps = xpad.as_strided(
+                        (b, oh, ow, g, kh, kw, cg),
+                        (sn, spec.sh * sh, spec.sw * sw, cg * sc, spec.dh * sh, spec.dw * sw, sc),
+                        xpad.storage_offset() + i * sn,
                     )
-                    block = cols[:, :, : b * p]
-                    block.view(spec.ic, spec.kh, spec.kw, b, spec.oh, spec.ow).copy_(taps)
+                    block = cols[: b * p]
+                    block.view(b, oh, ow, g, kh, kw, cg).copy_(taps)
                 with record_function("im2col/gemm"):
-                    if yt is None:
-                        gemm(rows, block, out=y[i])
-                    else:
-                        out = yt[:, :, : b * p]
-                        gemm(rows, block, out=out)
-                        y[i : i + b].copy_(out.view(g, kg, b, p).permute(2, 0, 1, 3))
-            return _add_bias(y.view(n, spec.oc, spec.oh, spec.ow), bias)
+                    gemm(block, y[i : i + b].view(b * p, g, kg))
+            return _add_bias(y.permute(0, 3, 1, 2), bias)
 
-        return Prepared(run, "im2col", {"columns": [crs * g, chunk * p], "images_per_gemm": chunk})
+        return Prepared(run, "im2col", {"columns": [chunk * p, crs * g], "images_per_gemm": chunk})
+
+    @staticmethod
+    def _pointwise(spec: ConvSpec, weight: torch.Tensor, bias: torch.Tensor | None) -> Prepared:
+        g, kg, cg = spec.g, spec.oc // spec.g, spec.ic // spec.g
+        rows, p = weight.reshape(g, kg, cg), spec.oh * spec.ow
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            xp = pad_input(spec, x)
+            with record_function("im2col/gemm"):
+                y = torch.matmul(rows, xp.reshape(xp.shape[0], g, cg, p))
+            return _add_bias(y.view(-1, spec.oc, spec.oh, spec.ow), bias)
+
+        return Prepared(run, "im2col", {"columns": [p, cg * g], "images_per_gemm": spec.mb})
