@@ -94,6 +94,10 @@ def main() -> None:
     torch.set_num_threads(cpu_count())
     cfg = TimingConfig.quick() if args.quick else TimingConfig()
     wanted = set(filter(None, args.family.split(",")))
+    # The first convolutions of a process run slow (thread pools, oneDNN's JIT, clocks):
+    # spend a second on a throwaway case so that the first row is measured like the rest.
+    warm = SUITES["resnet50"].workloads(8)[0].spec
+    _time(warm, "torch", make_inputs(warm).to("cpu", torch.float32), TimingConfig(budget_s=1.0))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; ratio = torch / backend")
     for fam in _families():
         if wanted and fam.name not in wanted:
