@@ -294,31 +294,30 @@ def _parse_descriptor(
     )
 
 
-def _apply_options(options: list[str], state: dict[str, object]) -> None:
-    """Apply the benchdnn options convbench understands; the rest (layouts, attributes,
+def _apply_option(option: str, state: dict[str, object]) -> None:
+    """Apply a benchdnn option convbench understands; the rest (layouts, attributes,
     data types) do not change the mathematical problem and are ignored."""
-    for opt in options:
-        key, _, value = opt.partition("=")
-        if key == "--reset":
-            state.clear()
-        elif key == "--dir":
-            if value.upper() not in _BIAS_DIRS:
-                raise SpecError(f"only forward convolution is supported, got --dir={value}")
-            state["bias"] = _BIAS_DIRS[value.upper()]
-        elif key == "--mb":
-            try:
-                mb = int(value)
-            except ValueError:
-                raise SpecError(f"--mb takes an integer, got {value!r}") from None
-            if mb < 0:
-                raise SpecError(f"--mb must not be negative, got {mb}")
-            state["mb"] = mb or None
-        elif key == "--padding-mode":
-            if value not in PADDING_MODES:
-                raise SpecError(
-                    f"--padding-mode takes one of {', '.join(PADDING_MODES)}, got {value!r}"
-                )
-            state["padding_mode"] = value
+    key, _, value = option.partition("=")
+    if key == "--reset":
+        state.clear()
+    elif key == "--dir":
+        if value.upper() not in _BIAS_DIRS:
+            raise SpecError(f"only forward convolution is supported, got --dir={value}")
+        state["bias"] = _BIAS_DIRS[value.upper()]
+    elif key == "--mb":
+        try:
+            mb = int(value)
+        except ValueError:
+            raise SpecError(f"--mb takes an integer, got {value!r}") from None
+        if mb < 0:
+            raise SpecError(f"--mb must not be negative, got {mb}")
+        state["mb"] = mb or None
+    elif key == "--padding-mode":
+        if value not in PADDING_MODES:
+            raise SpecError(
+                f"--padding-mode takes one of {', '.join(PADDING_MODES)}, got {value!r}"
+            )
+        state["padding_mode"] = value
 
 
 def _split(text: str) -> list[str]:
@@ -333,7 +332,7 @@ def _from_tokens(tokens: list[str], state: dict[str, object]) -> list[ConvSpec]:
     specs = []
     for token in tokens:
         if token.startswith("--"):
-            _apply_options([token], state)
+            _apply_option(token, state)
         else:
             specs.append(_parse_descriptor(token, **state))  # type: ignore[arg-type]
     return specs

@@ -9,8 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from convbench import backends
+from convbench.inputs import make_inputs
+from convbench.measure.accuracy import compare
+from convbench.spec import ConvSpec
+from convbench.sweep import reference
 
 
 @pytest.fixture
@@ -38,3 +43,23 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+def check(
+    spec: ConvSpec, name: str, device: str, dtype: torch.dtype, seed: int = 0
+) -> float | None:
+    """The backend's relative error on ``spec``, asserted within its tolerance, or ``None``
+    when it declines the case (with a reason)."""
+    b = backends.get(name)
+    reason = b.supports(spec, device, dtype)
+    if reason:
+        assert isinstance(reason, str) and reason
+        return None
+    inputs = make_inputs(spec, seed=seed)
+    data = inputs.to(device, dtype)
+    with torch.no_grad():
+        y = b.prepare(spec, data.weight, data.bias)(data.x)
+    assert y.shape == spec.output_shape and y.dtype == dtype and y.device.type == device
+    err = compare(y, reference(spec, inputs)).rel_l2_error
+    assert err <= b.tolerance(dtype, device), f"{name} {spec}: {err:.3g}"
+    return err

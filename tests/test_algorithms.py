@@ -10,6 +10,7 @@ from fractions import Fraction
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import check
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.profiler import ProfilerActivity, profile
@@ -18,7 +19,6 @@ import convbench
 from convbench import backends
 from convbench.backends.winograd import MAX_TILE, transform_matrices
 from convbench.inputs import make_inputs
-from convbench.measure.accuracy import compare
 from convbench.spec import PADDING_MODES, ConvSpec, SpecError, parse
 from convbench.suites import SUITES, fuzz
 from convbench.sweep import reference
@@ -27,26 +27,6 @@ CUDA = torch.cuda.is_available()
 DEVICES = ["cpu", "cuda"] if CUDA else ["cpu"]
 ALGORITHMS = ["direct", "im2col", "fft-scipy", "fft-torch", "winograd-f2", "winograd-f4",
               "winograd-f6", "torch", "torch-cudnn-autotune"]  # fmt: skip
-
-
-def check(
-    spec: ConvSpec, name: str, device: str, dtype: torch.dtype, seed: int = 0
-) -> float | None:
-    """The backend's relative error on ``spec``, asserted within its tolerance, or ``None``
-    when it declines the case (with a reason)."""
-    b = backends.get(name)
-    reason = b.supports(spec, device, dtype)
-    if reason:
-        assert isinstance(reason, str) and reason
-        return None
-    inputs = make_inputs(spec, seed=seed)
-    data = inputs.to(device, dtype)
-    with torch.no_grad():
-        y = b.prepare(spec, data.weight, data.bias)(data.x)
-    assert y.shape == spec.output_shape and y.dtype == dtype and y.device.type == device
-    err = compare(y, reference(spec, inputs)).rel_l2_error
-    assert err <= b.tolerance(dtype, device), f"{name} {spec}: {err:.3g}"
-    return err
 
 
 def test_all_algorithms_registered() -> None:

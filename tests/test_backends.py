@@ -5,44 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from conftest import check
 
 from convbench import backends
 from convbench.backends.base import Prepared
 from convbench.inputs import make_inputs
-from convbench.measure.accuracy import compare
-from convbench.spec import ConvSpec, parse
-from convbench.suites import SUITES, fuzz
+from convbench.spec import parse
 from convbench.sweep import reference
-
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-def _check(spec: ConvSpec, device: str, dtype: torch.dtype) -> float:
-    b = backends.get("torch")
-    inputs = make_inputs(spec, seed=3)
-    data = inputs.to(device, dtype)
-    fn = b.prepare(spec, data.weight, data.bias)
-    y = fn(data.x)
-    assert y.shape == spec.output_shape and y.dtype == dtype and y.device.type == device
-    err = compare(y, reference(spec, inputs)).rel_l2_error
-    assert err <= b.tolerance(dtype, device), (spec, err)
-    return err
-
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("workload", SUITES["smoke"].workloads(), ids=lambda w: w.spec.name)
-def test_torch_backend_smoke(workload, device: str, dtype: torch.dtype) -> None:
-    _check(workload.spec, device, dtype)
-
-
-@settings(max_examples=40, deadline=None)
-@given(st.integers(0, 10_000))
-def test_torch_backend_fuzzed(seed: int) -> None:
-    (spec,) = fuzz(1, seed, max_flops=2e7)
-    _check(spec, "cpu", torch.float32)
 
 
 def test_reference_matches_the_definition() -> None:
@@ -76,7 +45,7 @@ def test_reference_matches_the_definition() -> None:
 def test_negative_padding_crops() -> None:
     spec = parse("mb1ic2ih10oc3oh4kh3")
     assert spec.ph == -2 and spec.ph_r == -2
-    _check(spec, "cpu", torch.float32)
+    assert check(spec, "torch", "cpu", torch.float32) is not None
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
