@@ -174,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("what", choices=["suites", "backends", "cases"])
     lst.add_argument("suite", nargs="?", help="the suite whose cases to list")
     lst.add_argument("--mb", type=_positive, default=None, help="override the minibatch")
+
+    machine = sub.add_parser(
+        "asv-machine",
+        help="'asv machine --yes' with this machine's GPU, CUDA and cuDNN added to its entry",
+    )
+    machine.add_argument("--machine", default=None, help="the entry's name (default: hostname)")
     return parser
 
 
@@ -436,11 +442,34 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- asv-machine ------------------------------------------------------------------------------
+
+
+def cmd_asv_machine(args: argparse.Namespace) -> int:
+    from convbench.asv_machine import machine_file, record_machine
+
+    try:
+        entry = record_machine(args.machine)
+    except RuntimeError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"{machine_file()}: {entry['machine']}")
+    for key in sorted(entry):
+        print(f"  {key}: {entry[key]}")
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "list": cmd_list,
+    "asv-machine": cmd_asv_machine,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        return cmd_run(args) if args.command == "run" else cmd_list(args)
+        return COMMANDS[args.command](args)
     except (UsageError, ValueError) as exc:
         print(f"convbench: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

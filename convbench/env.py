@@ -17,7 +17,7 @@ import torch
 
 from convbench import __version__
 
-__all__ = ["cpu_count", "cpu_model", "fingerprint", "gemm_gflops"]
+__all__ = ["cpu_count", "cpu_model", "fingerprint", "gemm_gflops", "gpu_info"]
 
 
 def cpu_count() -> int:
@@ -96,7 +96,8 @@ def _git_commit() -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def _gpu() -> dict[str, Any] | None:
+def gpu_info() -> dict[str, Any] | None:
+    """The first CUDA device, its toolkit, cuDNN and driver; ``None`` without one."""
     if not torch.cuda.is_available():
         return None
     props = torch.cuda.get_device_properties(0)
@@ -142,7 +143,7 @@ def fingerprint(threads: int, devices: list[str]) -> dict[str, Any]:
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_build": _torch_build(),
         "gemm_gflops": {d: round(gemm_gflops(d), 1) for d in devices},
-        "gpu": _gpu(),
+        "gpu": gpu_info(),
         "env": {
             k: v
             for k, v in os.environ.items()

@@ -177,6 +177,22 @@ _SMOKE = (
     '--dir=FWD_D mb1ic3ih9iw13oc5oh7ow11kh3kw3ph0pw0n"smoke:nobias_rect"',
 )
 
+# One layer of each kind that decides a choice of algorithm, at a batch of 4: what the asv and
+# pytest-benchmark suites time for every backend besides the smoke cases.
+_REPRESENTATIVE = tuple(
+    line
+    for line in _RESNET50 + _VGG16 + _MOBILENET_V2 + _LARGE_KERNEL
+    if line.split('n"')[1].rstrip('"')
+    in {
+        "resnet50:res4b_branch2b*5",
+        "resnet50:res4a_branch2c*6",
+        "resnet50:res3a_branch2b",
+        "vgg16:conv5_1*3",
+        "mobilenet_v2:b8_dw*4",
+        "large_kernel:c32_64px_k11",
+    }
+)
+
 _SEED = ('--dir=FWD_D mb1ic1ih5oc1oh5kh3ph1n"seed:worked_example"',)
 
 SUITES: dict[str, Suite] = {
@@ -205,6 +221,12 @@ SUITES: dict[str, Suite] = {
             mb=None,
         ),
         Suite("deepbench", "a subset of Baidu DeepBench's inference problems", _DEEPBENCH, mb=None),
+        Suite(
+            "representative",
+            "one layer of each kind: 3x3, 1x1, strided, VGG, depthwise, 11x11 (mb 4)",
+            _REPRESENTATIVE,
+            mb=4,
+        ),
     )
 }
 

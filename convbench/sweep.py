@@ -11,6 +11,7 @@ import gc
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from convbench import backends
 from convbench.backends.base import UnsupportedConfig, conv_input
 from convbench.inputs import Inputs, make_inputs
-from convbench.measure.accuracy import compare
+from convbench.measure.accuracy import Accuracy, compare
 from convbench.measure.timing import TimingConfig, measure
 from convbench.results import Record, RunStore, case_key
 from convbench.spec import ConvSpec
@@ -27,10 +28,13 @@ from convbench.suites import Workload
 __all__ = [
     "DTYPES",
     "Case",
+    "Ready",
     "SweepConfig",
     "estimate_bytes",
+    "make_ready",
     "parse_dtype",
     "plan",
+    "ready",
     "reference",
     "run_sweep",
 ]
@@ -125,15 +129,59 @@ def reference(spec: ConvSpec, inputs: Inputs) -> torch.Tensor:
 
 
 def _sync(device: str) -> None:
-    if device == "cuda":
+    if device.startswith("cuda"):
         torch.cuda.synchronize()
 
 
-def _run_case(
-    case: Case, inputs: Inputs, ref: torch.Tensor, config: SweepConfig, base: dict[str, object]
-) -> Record:
+@dataclass
+class Ready:
+    """One case made ready to call: what ``convbench run``, asv and pytest-benchmark all time.
+
+    Everything a timed call must not include is done before a ``Ready`` exists: the seeded
+    inputs, the float64 reference, the backend's ``prepare`` and the accuracy of its first
+    output. Calling it runs one convolution and waits for the device, so a timer that reads a
+    host clock around the call (asv's, pytest-benchmark's) measures the work, not its launch.
+    """
+
+    case: Case
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    x: torch.Tensor
+    prepare_s: float
+    accuracy: Accuracy
+    tolerance: float
+
+    def run(self) -> torch.Tensor:
+        """One convolution, without waiting for the device (for timers that do their own)."""
+        return self.fn(self.x)
+
+    def __call__(self) -> None:
+        with torch.no_grad():
+            self.fn(self.x)
+        _sync(self.case.device)
+
+    @property
+    def accurate(self) -> bool:
+        return self.accuracy.rel_l2_error <= self.tolerance
+
+    @property
+    def algorithm(self) -> str:
+        return getattr(self.fn, "algorithm", "")
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return getattr(self.fn, "params", {})
+
+
+def make_ready(case: Case, inputs: Inputs, ref: torch.Tensor) -> Ready:
+    """Prepare ``case`` on ``inputs`` and check its first output against ``ref``.
+
+    Raises ``UnsupportedConfig`` when the backend declines the case.
+    """
     backend = backends.get(case.backend)
     dtype = DTYPES[case.dtype]
+    reason = backend.supports(case.spec, case.device, dtype)
+    if reason:
+        raise UnsupportedConfig(reason)
     data = inputs.to(case.device, dtype)
     with torch.no_grad():
         _sync(case.device)
@@ -141,17 +189,32 @@ def _run_case(
         fn = backend.prepare(case.spec, data.weight, data.bias)
         _sync(case.device)
         prepare_s = time.perf_counter() - t0
-        y = fn(data.x)
-        acc = compare(y, ref)
-        del y
-        timing = measure(lambda: fn(data.x), case.device, config.timing)
-    tol = backend.tolerance(dtype, case.device)
+        acc = compare(fn(data.x), ref)
+    return Ready(case, fn, data.x, prepare_s, acc, backend.tolerance(dtype, case.device))
+
+
+def ready(case: Case, seed: int = 0) -> Ready:
+    """``make_ready`` with the case's own seeded inputs and float64 reference."""
+    reason = backends.get(case.backend).supports(case.spec, case.device, DTYPES[case.dtype])
+    if reason:  # before the reference, which may be costly, is computed for nothing
+        raise UnsupportedConfig(reason)
+    inputs = make_inputs(case.spec, case.workload.fill, seed)
+    return make_ready(case, inputs, reference(case.spec, inputs))
+
+
+def _run_case(
+    case: Case, inputs: Inputs, ref: torch.Tensor, config: SweepConfig, base: dict[str, object]
+) -> Record:
+    r = make_ready(case, inputs, ref)
+    with torch.no_grad():
+        timing = measure(r.run, case.device, config.timing)
+    err = r.accuracy.rel_l2_error
     return Record(
         **base,  # type: ignore[arg-type]
-        status="ok" if acc.rel_l2_error <= tol else "inaccurate",
+        status="ok" if r.accurate else "inaccurate",
         reason=""
-        if acc.rel_l2_error <= tol
-        else f"relative L2 error {acc.rel_l2_error:.3g} exceeds the tolerance {tol:.3g}",
+        if r.accurate
+        else f"relative L2 error {err:.3g} exceeds the tolerance {r.tolerance:.3g}",
         median_s=timing.median_s,
         iqr_s=timing.iqr_s,
         min_s=timing.min_s,
@@ -160,13 +223,13 @@ def _run_case(
         number=timing.number,
         samples_s=timing.samples_s,
         gflops=case.spec.flops / timing.median_s / 1e9 if timing.median_s > 0 else None,
-        prepare_s=prepare_s,
-        rel_l2_error=acc.rel_l2_error,
-        max_abs_error=acc.max_abs_error,
-        tolerance=tol,
+        prepare_s=r.prepare_s,
+        rel_l2_error=err,
+        max_abs_error=r.accuracy.max_abs_error,
+        tolerance=r.tolerance,
         noisy=timing.noisy,
-        algorithm=getattr(fn, "algorithm", ""),
-        algorithm_params=getattr(fn, "params", {}),
+        algorithm=r.algorithm,
+        algorithm_params=r.params,
     )
 
 

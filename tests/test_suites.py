@@ -44,7 +44,8 @@ def test_suite_builds_valid_unique_workloads(name: str) -> None:
     assert len(set(specs)) == len(specs)
     names = [s.name for s in specs]
     assert len(set(names)) == len(names)
-    assert all(n.startswith(f"{name}:") for n in names)
+    if name != "representative":  # its layers keep the names of the suites they come from
+        assert all(n.startswith(f"{name}:") for n in names)
     for w in workloads:
         assert isinstance(w, Workload) and w.fill == suite.fill and w.fill in FILLS
         s = w.spec
@@ -53,6 +54,14 @@ def test_suite_builds_valid_unique_workloads(name: str) -> None:
         assert torch_output_shape(s) == s.output_shape
         assert parse(s.format()) == s
         assert s.repeat >= 1
+
+
+def test_representative_layers_are_the_networks_own() -> None:
+    picked = get_suite("representative").workloads()
+    assert len(picked) >= 5
+    for w in picked:
+        origin = get_suite(w.spec.name.split(":")[0]).workloads(mb=w.spec.mb)
+        assert w.spec in [o.spec for o in origin], w.spec.name
 
 
 def test_default_suite_and_unknown_suite() -> None:
