@@ -14,13 +14,14 @@ history never mixes with another's.
 from __future__ import annotations
 
 import os
+from typing import ClassVar
 
 import torch
 
 from convbench import backends
 from convbench.backends.base import UnsupportedConfig
 from convbench.env import cpu_count
-from convbench.suites import get_suite
+from convbench.suites import Workload, get_suite
 from convbench.sweep import Case, Ready, ready
 
 DEFAULT_SUITES = ("smoke", "representative")
@@ -32,7 +33,7 @@ class _Conv:
     """What every suite's class shares; its subclasses set ``workloads`` and ``params``."""
 
     param_names = ("case", "backend", "device")
-    workloads: dict = {}  # noqa: RUF012 (set per subclass)
+    workloads: ClassVar[dict[str, Workload]] = {}
     timeout = 300
 
     def setup(self, case: str, backend: str, device: str) -> None:

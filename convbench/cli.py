@@ -7,6 +7,7 @@ no traceback); 130 interrupted (records written so far are kept; ``--resume`` co
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import time
@@ -28,6 +29,8 @@ from convbench.suites import DEFAULT_SUITE, SUITES, Workload, collect, get_suite
 from convbench.sweep import Case, SweepConfig, parse_dtype, run_sweep
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+BENCHMARK_STORAGE = Path("results/benchmarks")
+BASELINE = Path("tests/perf/baseline.json")
 
 
 class UsageError(Exception):
@@ -61,6 +64,17 @@ def _int_at_least(low: int) -> Callable[[str], int]:
         return value
 
     return convert
+
+
+def _ratio(text: str) -> float:
+    """An argparse type: a factor above 1 (how many times slower counts as a regression)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 1:
+        raise argparse.ArgumentTypeError(f"must be above 1, got {text}")
+    return value
 
 
 _positive, _count = _int_at_least(1), _int_at_least(0)
@@ -180,6 +194,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="'asv machine --yes' with this machine's GPU, CUDA and cuDNN added to its entry",
     )
     machine.add_argument("--machine", default=None, help="the entry's name (default: hostname)")
+
+    gate = sub.add_parser(
+        "gate",
+        help="judge a pytest-benchmark run of tests/perf against the baseline (exit 1 if slower)",
+        description="Each benchmark's time is divided by its case's yardstick (a bare "
+        "F.conv2d timed in the same run), and that ratio is compared with the baseline's.",
+    )
+    gate.add_argument(
+        "runs",
+        nargs="*",
+        type=Path,
+        metavar="RUN.json",
+        help=f"pytest-benchmark JSON (default: the newest under {BENCHMARK_STORAGE}); "
+        "several are combined by their median ratios",
+    )
+    gate.add_argument(
+        "--baseline", type=Path, default=BASELINE, help=f"baseline file (default: {BASELINE})"
+    )
+    gate.add_argument(
+        "--threshold",
+        type=_ratio,
+        default=1.8,
+        help="fail when one benchmark is this many times slower (default: 1.8)",
+    )
+    gate.add_argument(
+        "--backend-threshold",
+        type=_ratio,
+        default=1.25,
+        help="fail when a backend's cases are this many times slower on their geometric mean "
+        "(default: 1.25)",
+    )
+    gate.add_argument(
+        "--write-baseline",
+        action="store_true",
+        help="write the baseline from RUN.json instead of judging them",
+    )
     return parser
 
 
@@ -458,10 +508,80 @@ def cmd_asv_machine(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- gate -------------------------------------------------------------------------------------
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from convbench import gate
+
+    paths = args.runs or [gate.newest_run(BENCHMARK_STORAGE)]
+    runs = [gate.load_run(p) for p in paths]
+    combined = gate.make_baseline(runs)
+    if args.write_baseline:
+        args.baseline.parent.mkdir(parents=True, exist_ok=True)
+        args.baseline.write_text(json.dumps(combined, indent=1, sort_keys=True) + "\n")
+        print(
+            f"baseline of {len(combined['ratios'])} ratios from {len(runs)} run(s): {args.baseline}"
+        )
+        return EXIT_OK
+    try:
+        base = json.loads(args.baseline.read_text())
+        base_ratios = base["ratios"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise UsageError(f"cannot read the baseline {args.baseline}: {exc}") from None
+    if base.get("threads") != combined["threads"]:
+        raise UsageError(
+            f"the baseline was measured with {base.get('threads')} thread(s), the run with "
+            f"{combined['threads']}: run the benchmarks with --perf-threads={base.get('threads')}"
+        )
+    console = Console(width=None if sys.stdout.isatty() else 150)
+    console.print(f"gate: {', '.join(map(str, paths))} against {args.baseline}")
+    if base.get("machine") != combined["machine"]:
+        console.print(
+            f"[yellow]note: the baseline was measured on {base.get('machine')!r}, this run on "
+            f"{combined['machine']!r}; ratios may differ between machines[/]"
+        )
+    j = gate.judge(combined["ratios"], base_ratios, args.threshold, args.backend_threshold)
+    table = Table("backend", "cases", "mean change", "worst case", "worst change")
+    for backend, mean in j.backend_change.items():
+        mine = [v for v in j.verdicts if v.backend == backend and v.change is not None]
+        worst = max(mine, key=lambda v: v.change or 0.0)
+        style = "red" if mean > j.backend_threshold else ""
+        table.add_row(
+            backend,
+            str(len(mine)),
+            f"[{style}]{mean:.2f}x[/]" if style else f"{mean:.2f}x",
+            worst.key.split(gate.SEP)[0],
+            f"{worst.change:.2f}x",
+        )
+    console.print(table)
+    for status in ("slower", "missing", "new", "faster"):
+        for v in j.having(status):
+            detail = f"{v.change:.2f}x" if v.change is not None else ""
+            console.print(f"  {status:<8} {v.key} {detail}")
+    n = sum(v.change is not None for v in j.verdicts)
+    if j.passed:
+        console.print(
+            f"gate: PASSED: {n} benchmarks within {j.threshold:g}x of the baseline, every "
+            f"backend's mean within {j.backend_threshold:g}x"
+        )
+        return EXIT_OK
+    reasons = [f"{len(j.having('slower'))} benchmarks over {j.threshold:g}x"] * bool(
+        j.having("slower")
+    )
+    reasons += [f"{b} {j.backend_change[b]:.2f}x on its mean" for b in j.slower_backends]
+    reasons += [f"{len(j.having('missing'))} baseline benchmarks missing"] * bool(
+        j.having("missing")
+    )
+    console.print(f"[red]gate: FAILED: {'; '.join(reasons)}[/]")
+    return EXIT_FAILED
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
     "list": cmd_list,
     "asv-machine": cmd_asv_machine,
+    "gate": cmd_gate,
 }
 
 

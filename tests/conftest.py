@@ -18,6 +18,15 @@ from convbench.spec import ConvSpec
 from convbench.sweep import reference
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--perf-threads",
+        type=int,
+        default=None,
+        help="CPU threads for the benchmarks of tests/perf (default: all cores)",
+    )
+
+
 @pytest.fixture
 def registry() -> Iterator[None]:
     """Restore the registry after a test that adds backends to it."""

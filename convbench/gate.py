@@ -1,0 +1,187 @@
+"""A regression gate over pytest-benchmark results that this machine's noise cannot fool.
+
+A time compared with a time from another run carries both runs' noise (a median moves by up to
+20 % between identical runs here) and the machine's speed of the day. So the gate compares no
+stored time: each benchmark's time is divided by its case's *yardstick* — the same problem
+through a bare ``F.conv2d``, measured seconds apart in the same run — and that ratio is set
+against the ratio the baseline recorded. What slows the whole machine cancels; a backend that
+got slower does not. Ratios use each benchmark's minimum over its rounds: interference from
+other processes only ever adds time, so the minimum is the steadiest statistic of the work. The
+gate's runs use one thread: on a machine whose other vCPU comes and goes, a two-thread kernel
+takes up to twice as long, and no statistic of its times can tell that from a regression.
+
+A run fails the gate when one benchmark got ``threshold`` times slower than in the baseline, or
+when one backend got ``backend_threshold`` times slower on the geometric mean over its cases —
+the second catches a slowdown of a whole backend, which no single case's noise can imitate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "STATISTIC",
+    "YARDSTICK",
+    "GateError",
+    "Judgement",
+    "Verdict",
+    "judge",
+    "load_run",
+    "make_baseline",
+    "newest_run",
+    "ratios",
+    "threads_of",
+]
+
+YARDSTICK = "yardstick"
+STATISTIC = "min"
+SEP = " | "
+
+
+class GateError(ValueError):
+    """Input the gate cannot judge: says which file and why, in one line."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One benchmark's ratio to its yardstick, now and in the baseline."""
+
+    key: str
+    backend: str
+    now: float | None
+    base: float | None
+    status: str  # "slower", "faster", "unchanged", "new", "missing"
+
+    @property
+    def change(self) -> float | None:
+        """How many times slower than in the baseline (relative to the yardstick)."""
+        if self.now is None or self.base is None:
+            return None
+        return self.now / self.base
+
+
+def load_run(path: Path) -> dict[str, Any]:
+    """A pytest-benchmark JSON file, checked to be one."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise GateError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        raise GateError(f"{path} is not a pytest-benchmark JSON file (no 'benchmarks' list)")
+    return data
+
+
+def newest_run(storage: Path) -> Path:
+    """The most recently written pytest-benchmark JSON file under ``storage``."""
+    files = sorted(Path(storage).rglob("*.json"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        raise GateError(f"no pytest-benchmark JSON under {storage}; run the benchmarks first")
+    return files[-1]
+
+
+def ratios(run: dict[str, Any], statistic: str = STATISTIC) -> dict[str, float]:
+    """``"case | device | dtype | backend"`` → the benchmark's time over its yardstick's."""
+    times: dict[tuple[str, str, str], dict[str, float]] = defaultdict(dict)
+    for bench in run["benchmarks"]:
+        info = bench.get("extra_info", {})
+        try:
+            group = (info["case"], info["device"], info["dtype"])
+            times[group][info["backend"]] = float(bench["stats"][statistic])
+        except (KeyError, TypeError) as exc:
+            raise GateError(
+                f"benchmark {bench.get('name', '?')} lacks {exc} (not from tests/perf?)"
+            ) from None
+    out: dict[str, float] = {}
+    for group, by_backend in times.items():
+        ref = by_backend.get(YARDSTICK)
+        if not ref:
+            raise GateError(f"case {' '.join(group)} has no {YARDSTICK} benchmark to divide by")
+        for backend, t in by_backend.items():
+            if backend != YARDSTICK:
+                out[SEP.join((*group, backend))] = t / ref
+    return out
+
+
+def machine_of(run: dict[str, Any]) -> str:
+    """The CPU (and GPU, if any was used) a run was measured on, as one line."""
+    cpu = run.get("machine_info", {}).get("cpu", {}).get("brand_raw") or platform.processor()
+    return str(cpu)
+
+
+def threads_of(runs: list[dict[str, Any]]) -> int:
+    """The one thread count the benchmarks of ``runs`` used (ratios at other counts differ)."""
+    seen = {b.get("extra_info", {}).get("threads") for r in runs for b in r["benchmarks"]}
+    if len(seen) != 1 or not isinstance(next(iter(seen)), int):
+        raise GateError(f"the runs mix or lack thread counts ({sorted(map(str, seen))})")
+    return next(iter(seen))
+
+
+def make_baseline(runs: list[dict[str, Any]], statistic: str = STATISTIC) -> dict[str, Any]:
+    """The median ratio of each benchmark over ``runs``: a baseline steadier than any one run."""
+    per_run = [ratios(r, statistic) for r in runs]
+    keys = sorted(set().union(*per_run))
+    return {
+        "statistic": statistic,
+        "machine": machine_of(runs[0]),
+        "threads": threads_of(runs),
+        "runs": len(runs),
+        "ratios": {k: statistics.median([r[k] for r in per_run if k in r]) for k in keys},
+    }
+
+
+@dataclass(frozen=True)
+class Judgement:
+    verdicts: list[Verdict]
+    backend_change: dict[str, float]  # geometric mean of each backend's changes
+    threshold: float
+    backend_threshold: float
+
+    @property
+    def slower_backends(self) -> list[str]:
+        return [b for b, c in self.backend_change.items() if c > self.backend_threshold]
+
+    def having(self, status: str) -> list[Verdict]:
+        return [v for v in self.verdicts if v.status == status]
+
+    @property
+    def passed(self) -> bool:
+        return not (self.having("slower") or self.having("missing") or self.slower_backends)
+
+
+def judge(
+    now: dict[str, float],
+    base: dict[str, float],
+    threshold: float = 1.8,
+    backend_threshold: float = 1.25,
+) -> Judgement:
+    """Each benchmark against the baseline: ``slower`` past ``threshold`` times its baseline
+    ratio, ``faster`` below its inverse, ``new`` or ``missing`` when only one side has it;
+    and each backend's geometric-mean change over the cases both sides have."""
+    verdicts: list[Verdict] = []
+    logs: dict[str, list[float]] = defaultdict(list)
+    for key in sorted(set(now) | set(base)):
+        backend = key.rsplit(SEP, 1)[1]
+        r_now, r_base = now.get(key), base.get(key)
+        if r_now is None:
+            status = "missing"
+        elif r_base is None:
+            status = "new"
+        else:
+            change = r_now / r_base
+            logs[backend].append(math.log(change))
+            if change > threshold:
+                status = "slower"
+            elif change < 1 / threshold:
+                status = "faster"
+            else:
+                status = "unchanged"
+        verdicts.append(Verdict(key, backend, r_now, r_base, status))
+    means = {b: math.exp(statistics.fmean(v)) for b, v in sorted(logs.items())}
+    return Judgement(verdicts, means, threshold, backend_threshold)

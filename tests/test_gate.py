@@ -1,0 +1,139 @@
+"""The regression gate, on a real pytest-benchmark run of tests/perf and edits of its numbers."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import run_cli
+
+from convbench.gate import SEP, YARDSTICK, GateError, judge, load_run, make_baseline, ratios
+
+ROOT = Path(__file__).resolve().parents[1]
+SLOWED = "fft-torch"
+
+
+@pytest.fixture(scope="module")
+def run_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A short, real benchmark run of two smoke cases for every backend, yardstick included."""
+    out = tmp_path_factory.mktemp("perf") / "run.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/perf",
+         "-k", "smoke:3x3- or smoke:1x1-", "--benchmark-enable", "--benchmark-max-time=0.02",
+         "--benchmark-min-rounds=3", f"--benchmark-json={out}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return out
+
+
+def _scaled(run: dict[str, Any], factor: float, backends: set[str] | None = None) -> dict:
+    """The run with the times of ``backends`` (all, by default) multiplied by ``factor``."""
+    out = copy.deepcopy(run)
+    for bench in out["benchmarks"]:
+        if backends is None or bench["extra_info"]["backend"] in backends:
+            for stat in ("min", "median", "mean", "max"):
+                bench["stats"][stat] *= factor
+    return out
+
+
+def _write(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_benchmarks_carry_what_the_gate_and_readers_need(run_json: Path) -> None:
+    run = load_run(run_json)
+    by_backend = {b["extra_info"]["backend"]: b for b in run["benchmarks"]}
+    assert YARDSTICK in by_backend and SLOWED in by_backend and "torch" in by_backend
+    for bench in run["benchmarks"]:
+        info = bench["extra_info"]
+        assert bench["group"] == f"{info['case']} cpu float32"
+        assert info["spec"].endswith(f'n"{info["case"]}"') and info["flops"] > 0
+        assert info["gflops"] > 0 and bench["stats"]["rounds"] >= 3
+        if info["backend"] != YARDSTICK:
+            assert 0 < info["rel_l2_error"] <= info["tolerance"] and info["algorithm"]
+    r = ratios(run)
+    assert len(r) == len(run["benchmarks"]) - 2  # one yardstick per case
+    assert all(v > 0 for v in r.values())
+
+
+def test_unchanged_and_machine_wide_slowdowns_pass(run_json: Path, tmp_path: Path) -> None:
+    baseline = tmp_path / "baseline.json"
+    wrote = run_cli(
+        "gate", str(run_json), "--write-baseline", "--baseline", str(baseline), cwd=ROOT
+    )
+    assert wrote.returncode == 0, wrote.stderr
+    assert json.loads(baseline.read_text())["ratios"] == ratios(load_run(run_json))
+
+    same = run_cli("gate", str(run_json), "--baseline", str(baseline), cwd=ROOT)
+    assert same.returncode == 0 and "gate: PASSED" in same.stdout, same.stdout
+
+    slow_machine = _write(tmp_path / "slow-machine.json", _scaled(load_run(run_json), 3.0))
+    done = run_cli("gate", str(slow_machine), "--baseline", str(baseline), cwd=ROOT)
+    assert done.returncode == 0 and "gate: PASSED" in done.stdout, done.stdout
+
+
+def test_one_backend_twice_as_slow_fails(run_json: Path, tmp_path: Path) -> None:
+    baseline = tmp_path / "baseline.json"
+    run_cli("gate", str(run_json), "--write-baseline", "--baseline", str(baseline), cwd=ROOT)
+    slowed = _write(tmp_path / "slowed.json", _scaled(load_run(run_json), 2.0, {SLOWED}))
+    done = run_cli("gate", str(slowed), "--baseline", str(baseline), cwd=ROOT)
+    assert done.returncode == 1, done.stdout
+    assert "gate: FAILED" in done.stdout and f"{SLOWED} 2.00x on its mean" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
+    slower = [line for line in done.stdout.splitlines() if line.strip().startswith("slower")]
+    assert slower and all(f"{SEP}{SLOWED} 2.00x" in line for line in slower)
+
+
+def test_a_missing_benchmark_fails_and_a_new_one_does_not(run_json: Path, tmp_path: Path) -> None:
+    run = load_run(run_json)
+    fewer = copy.deepcopy(run)
+    fewer["benchmarks"] = [b for b in run["benchmarks"] if b["extra_info"]["backend"] != "im2col"]
+    base = make_baseline([fewer])["ratios"]
+    assert judge(ratios(run), base).passed
+    verdicts = judge(ratios(fewer), ratios(run))
+    assert not verdicts.passed and {v.backend for v in verdicts.having("missing")} == {"im2col"}
+
+
+def test_judge_counts_a_backend_slowed_a_little_everywhere() -> None:
+    base = {f"c{i}{SEP}cpu{SEP}float32{SEP}b": 1.0 for i in range(10)}
+    now = {k: 1.3 for k in base}  # under the per-benchmark 1.8x, over the mean's 1.25x
+    j = judge(now, base)
+    assert not j.having("slower") and j.slower_backends == ["b"] and not j.passed
+    assert j.backend_change["b"] == pytest.approx(1.3)
+
+
+def test_bad_input_is_one_line_and_exit_2(run_json: Path, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.json"
+    junk.write_text("not json")
+    done = run_cli("gate", str(junk), cwd=ROOT)
+    assert done.returncode == 2 and done.stderr.startswith("convbench: error: cannot read")
+    assert len(done.stderr.strip().splitlines()) == 1
+
+    run = load_run(run_json)
+    run["benchmarks"] = [b for b in run["benchmarks"] if b["extra_info"]["backend"] != YARDSTICK]
+    with pytest.raises(GateError, match="no yardstick"):
+        ratios(run)
+    done = run_cli("gate", str(_write(tmp_path / "r.json", run)), cwd=ROOT)
+    assert done.returncode == 2 and "no yardstick" in done.stderr
+
+    done = run_cli("gate", str(run_json), "--threshold", "0.9", cwd=ROOT)
+    assert done.returncode == 2 and "must be above 1" in done.stderr
+
+
+def test_a_baseline_at_another_thread_count_is_refused(run_json: Path, tmp_path: Path) -> None:
+    baseline = tmp_path / "baseline.json"
+    run_cli("gate", str(run_json), "--write-baseline", "--baseline", str(baseline), cwd=ROOT)
+    run = load_run(run_json)
+    threads = run["benchmarks"][0]["extra_info"]["threads"]
+    for bench in run["benchmarks"]:
+        bench["extra_info"]["threads"] = threads + 1
+    other = _write(tmp_path / "other.json", run)
+    done = run_cli("gate", str(other), "--baseline", str(baseline), cwd=ROOT)
+    assert done.returncode == 2 and f"--perf-threads={threads}" in done.stderr, done.stderr
