@@ -8,7 +8,8 @@ lacks) raises ``NotImplementedError`` in ``setup``, which asv shows as skipped, 
 
 The default suites keep ``asv run`` to minutes; ``CONVBENCH_ASV_SUITES`` names others to add
 (``CONVBENCH_ASV_SUITES=resnet50,vgg16 asv run``). Each suite keeps its own class, so its
-history never mixes with another's.
+history never mixes with another's. ``CONVBENCH_ASV_THREADS`` sets the CPU threads (default:
+all cores); one thread is steadier on a machine whose other cores come and go.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class _Conv:
     def setup(self, case: str, backend: str, device: str) -> None:
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise NotImplementedError("no CUDA device")
-        torch.set_num_threads(cpu_count())
+        torch.set_num_threads(int(os.environ.get("CONVBENCH_ASV_THREADS") or cpu_count()))
         try:
             self.ready: Ready = ready(Case(self.workloads[case], backend, device, DTYPE))
         except UnsupportedConfig as exc:
