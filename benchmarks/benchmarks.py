@@ -56,6 +56,12 @@ class _Conv:
 
     track_rel_error.unit = "relative L2 error"  # type: ignore[attr-defined]
 
+    def track_peak_bytes(self, case: str, backend: str, device: str) -> int:
+        """Most bytes allocated at once during one call, above what was live before it."""
+        return self.ready.peak_bytes
+
+    track_peak_bytes.unit = "bytes"  # type: ignore[attr-defined]
+
 
 def _suite_class(name: str) -> type:
     workloads = {w.spec.name: w for w in get_suite(name).workloads()}

@@ -22,7 +22,12 @@ from rich.table import Table
 from convbench import __version__, backends
 from convbench.env import cpu_count, fingerprint
 from convbench.measure.timing import TimingConfig
-from convbench.report.summary import format_seconds, status_counts, summarize_cases
+from convbench.report.summary import (
+    format_bytes,
+    format_seconds,
+    status_counts,
+    summarize_cases,
+)
 from convbench.results import Record, RunStore
 from convbench.spec import parse
 from convbench.suites import DEFAULT_SUITE, SUITES, Workload, collect, get_suite
@@ -315,6 +320,8 @@ def _print_summary(console: Console, records: list[Record]) -> None:
         ("fastest", "left"),
         ("time", "right"),
         ("vs torch", "right"),
+        ("peak mem", "right"),
+        ("least mem", "right"),
         ("worst rel. error", "right"),
         ("status", "left"),
     ):
@@ -327,6 +334,10 @@ def _print_summary(console: Console, records: list[Record]) -> None:
             row.fastest or "-",
             format_seconds(row.median_s),
             f"{row.speedup_vs_torch:.2f}x" if row.speedup_vs_torch else "-",
+            format_bytes(row.peak_bytes),
+            f"{format_bytes(row.least_bytes)} ({row.least_bytes_backend})"
+            if row.least_bytes is not None
+            else "-",
             f"{row.worst_error:.1e} ({row.worst_error_backend})"
             if row.worst_error is not None
             else "-",

@@ -46,7 +46,8 @@ class Record:
     flops: int = 0
     gflops: float | None = None
     prepare_s: float | None = None
-    peak_bytes: int | None = None
+    peak_bytes: int | None = None  # most allocated at once during one call, above before it
+    prepare_bytes: int | None = None  # what prepare keeps alive (weight transforms, spectra)
     rel_l2_error: float | None = None
     max_abs_error: float | None = None
     tolerance: float | None = None

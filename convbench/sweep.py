@@ -20,6 +20,7 @@ from convbench import backends
 from convbench.backends.base import UnsupportedConfig, conv_input
 from convbench.inputs import Inputs, make_inputs
 from convbench.measure.accuracy import Accuracy, compare
+from convbench.measure.memory import allocation
 from convbench.measure.timing import TimingConfig, measure
 from convbench.results import Record, RunStore, case_key
 from convbench.spec import ConvSpec
@@ -149,6 +150,8 @@ class Ready:
     prepare_s: float
     accuracy: Accuracy
     tolerance: float
+    peak_bytes: int
+    prepare_bytes: int
 
     def run(self) -> torch.Tensor:
         """One convolution, without waiting for the device (for timers that do their own)."""
@@ -189,8 +192,23 @@ def make_ready(case: Case, inputs: Inputs, ref: torch.Tensor) -> Ready:
         fn = backend.prepare(case.spec, data.weight, data.bias)
         _sync(case.device)
         prepare_s = time.perf_counter() - t0
-        acc = compare(fn(data.x), ref)
-    return Ready(case, fn, data.x, prepare_s, acc, backend.tolerance(dtype, case.device))
+        # Memory in calls of their own: the profiler that sees CPU allocations slows what it
+        # watches, so neither the timed prepare nor any timed call runs under it.
+        _, kept = allocation(
+            lambda: backend.prepare(case.spec, data.weight, data.bias), case.device
+        )
+        y, used = allocation(lambda: fn(data.x), case.device)
+        acc = compare(y, ref)
+    return Ready(
+        case,
+        fn,
+        data.x,
+        prepare_s,
+        acc,
+        backend.tolerance(dtype, case.device),
+        peak_bytes=used.peak_bytes,
+        prepare_bytes=kept.net_bytes,
+    )
 
 
 def ready(case: Case, seed: int = 0) -> Ready:
@@ -224,6 +242,8 @@ def _run_case(
         samples_s=timing.samples_s,
         gflops=case.spec.flops / timing.median_s / 1e9 if timing.median_s > 0 else None,
         prepare_s=r.prepare_s,
+        peak_bytes=r.peak_bytes,
+        prepare_bytes=r.prepare_bytes,
         rel_l2_error=err,
         max_abs_error=r.accuracy.max_abs_error,
         tolerance=r.tolerance,

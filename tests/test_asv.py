@@ -68,6 +68,7 @@ def test_asv_benchmark_runs_or_skips_every_backend(backend: str) -> None:
         assert bench.time_conv(*params) is None
         err = bench.track_rel_error(*params)
         assert 0 < err <= backends.get(backend).tolerance(torch.float32, "cpu")
+        assert bench.track_peak_bytes(*params) >= 4 * spec.mb * spec.oc * spec.oh * spec.ow
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="tests the machine without CUDA")

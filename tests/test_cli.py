@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 from conftest import run_cli
 
 from convbench.results import RunStore
+from convbench.spec import parse
 
 TESTS = Path(__file__).resolve().parent
 
@@ -69,6 +71,7 @@ def test_run_writes_records_environment_and_summary(tmp_path: Path) -> None:
         "gflops",
         "prepare_s",
         "peak_bytes",
+        "prepare_bytes",
         "rel_l2_error",
         "max_abs_error",
         "tolerance",
@@ -81,6 +84,8 @@ def test_run_writes_records_environment_and_summary(tmp_path: Path) -> None:
         assert r["repeats"] == len(r["samples_s"]) >= 3
         assert r["min_s"] <= r["median_s"] <= max(r["samples_s"])
         assert r["rel_l2_error"] <= r["tolerance"]
+        out_bytes = 4 * math.prod(parse(r["spec"]).output_shape)
+        assert r["peak_bytes"] >= out_bytes and r["prepare_bytes"] >= 0  # the output, at least
     seed = next(r for r in records if r["name"] == "seed:worked_example")
     assert seed["rel_l2_error"] == 0.0 and seed["fill"] == "seed"
     env = json.loads((run / "environment.json").read_text())

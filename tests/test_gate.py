@@ -58,6 +58,7 @@ def test_benchmarks_carry_what_the_gate_and_readers_need(run_json: Path) -> None
         assert info["gflops"] > 0 and bench["stats"]["rounds"] >= 3
         if info["backend"] != YARDSTICK:
             assert 0 < info["rel_l2_error"] <= info["tolerance"] and info["algorithm"]
+            assert info["peak_bytes"] > 0 and info["prepare_bytes"] >= 0
     r = ratios(run)
     assert len(r) == len(run["benchmarks"]) - 2  # one yardstick per case
     assert all(v > 0 for v in r.values())

@@ -24,6 +24,9 @@ class CaseSummary:
     worst_error: float | None
     worst_error_backend: str | None
     statuses: dict[str, int]
+    peak_bytes: int | None = None  # the fastest backend's
+    least_bytes: int | None = None  # the smallest peak among correct results
+    least_bytes_backend: str | None = None
 
 
 def summarize_cases(records: list[Record], reference_backend: str = "torch") -> list[CaseSummary]:
@@ -45,6 +48,8 @@ def summarize_cases(records: list[Record], reference_backend: str = "torch") -> 
         )
         errs = [r for r in rs if r.rel_l2_error is not None]
         worst = max(errs, key=lambda r: r.rel_l2_error) if errs else None  # type: ignore[arg-type,return-value]
+        sized = [r for r in rs if r.status == "ok" and r.peak_bytes is not None]
+        least = min(sized, key=lambda r: r.peak_bytes) if sized else None  # type: ignore[arg-type,return-value]
         out.append(
             CaseSummary(
                 spec=spec,
@@ -61,6 +66,9 @@ def summarize_cases(records: list[Record], reference_backend: str = "torch") -> 
                 worst_error=worst.rel_l2_error if worst else None,
                 worst_error_backend=worst.backend if worst else None,
                 statuses=dict(Counter(r.status for r in rs)),
+                peak_bytes=fastest.peak_bytes if fastest else None,
+                least_bytes=least.peak_bytes if least else None,
+                least_bytes_backend=least.backend if least else None,
             )
         )
     return out
@@ -68,6 +76,20 @@ def summarize_cases(records: list[Record], reference_backend: str = "torch") -> 
 
 def status_counts(records: list[Record]) -> dict[str, int]:
     return dict(Counter(r.status for r in records))
+
+
+def format_bytes(n: int | None) -> str:
+    """Bytes in binary units: ``512 B``, ``3.4 KiB``, ``120 MiB``."""
+    if n is None:
+        return "-"
+    if abs(n) < 1024:
+        return f"{n} B"
+    value = n / 1024
+    for unit in ("KiB", "MiB"):
+        if abs(value) < 1024:
+            return f"{value:.3g} {unit}"
+        value /= 1024
+    return f"{value:.3g} GiB"
 
 
 def format_seconds(s: float | None) -> str:

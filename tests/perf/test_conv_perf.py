@@ -94,6 +94,8 @@ def test_conv(benchmark, case: str, device: str, backend: str) -> None:  # type:
             algorithm=r.algorithm,
             rel_l2_error=r.accuracy.rel_l2_error,
             tolerance=r.tolerance,
+            peak_bytes=r.peak_bytes,
+            prepare_bytes=r.prepare_bytes,
         )
         benchmark(r)
         assert r.accurate, f"error {r.accuracy.rel_l2_error:.3g} > tolerance {r.tolerance:.3g}"
