@@ -38,6 +38,11 @@ BENCHMARK_STORAGE = Path("results/benchmarks")
 BASELINE = Path("tests/perf/baseline.json")
 
 
+def _console() -> Console:
+    """The terminal's width on a terminal; wide enough for the summary's columns in a file."""
+    return Console(width=None if sys.stdout.isatty() else 180)
+
+
 class UsageError(Exception):
     """Bad input: reported as one line and exit code 2."""
 
@@ -441,7 +446,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_memory=config["max_memory"],
     )
     done = {r.key for r in store.records()}
-    console = Console(width=None if sys.stdout.isatty() else 150)
+    console = _console()
     t0 = time.perf_counter()
     interrupted = False
     total = len(workloads) * len(sweep.backends) * len(sweep.devices) * len(sweep.dtypes)
@@ -480,7 +485,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    console = Console(width=None if sys.stdout.isatty() else 150)
+    console = _console()
     if args.what == "suites":
         table = Table("suite", "cases", "GFLOP", "description")
         for s in SUITES.values():
@@ -545,7 +550,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
             f"the baseline was measured with {base.get('threads')} thread(s), the run with "
             f"{combined['threads']}: run the benchmarks with --perf-threads={base.get('threads')}"
         )
-    console = Console(width=None if sys.stdout.isatty() else 150)
+    console = _console()
     console.print(f"gate: {', '.join(map(str, paths))} against {args.baseline}")
     if base.get("machine") != combined["machine"]:
         console.print(

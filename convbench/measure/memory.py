@@ -10,8 +10,11 @@ are counted. The profiler slows the call it watches, so this is never the timed 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -32,6 +35,21 @@ class Allocation:
     net_bytes: int
 
 
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2: kineto logs two lines to it each time a profiler starts and
+    stops, which would bury the harness's own output."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _cuda(fn: Callable[[], T]) -> tuple[T, Allocation]:
     torch.cuda.synchronize()
     before = torch.cuda.memory_allocated()
@@ -49,12 +67,18 @@ def _cpu(fn: Callable[[], T]) -> tuple[T, Allocation]:
     try:
         # The autograd profiler, not torch.profiler.profile: that one imports torch._inductor
         # (and sympy) on its first use, seconds in every fresh or forked process.
-        with profile(profile_memory=True) as prof:
+        prof = profile(profile_memory=True)
+        with _quiet_stderr():
+            prof.__enter__()
+        try:
             # Inside the profiler: its own start-up allocates tens of MB of Python objects.
             py_before, _ = tracemalloc.get_traced_memory()
             tracemalloc.reset_peak()
             out = fn()
             py_now, py_peak = tracemalloc.get_traced_memory()
+        finally:
+            with _quiet_stderr():
+                prof.__exit__(None, None, None)
     finally:
         if not tracing:
             tracemalloc.stop()
