@@ -64,13 +64,14 @@ class _Conv:
 
 
 def _suite_class(name: str) -> type:
-    workloads = {w.spec.name: w for w in get_suite(name).workloads()}
+    suite = get_suite(name)
+    workloads = {w.spec.name: w for w in suite.workloads()}
     class_name = "".join(part.capitalize() for part in name.split("_"))
     return type(
         class_name,
         (_Conv,),
         {
-            "__doc__": get_suite(name).description,
+            "__doc__": suite.description,
             "workloads": workloads,
             "params": (list(workloads), backends.names(), list(DEVICES)),
         },

@@ -582,13 +582,10 @@ def cmd_gate(args: argparse.Namespace) -> int:
             f"backend's mean within {j.backend_threshold:g}x"
         )
         return EXIT_OK
-    reasons = [f"{len(j.having('slower'))} benchmarks over {j.threshold:g}x"] * bool(
-        j.having("slower")
-    )
+    slower, missing = j.having("slower"), j.having("missing")
+    reasons = [f"{len(slower)} benchmarks over {j.threshold:g}x"] if slower else []
     reasons += [f"{b} {j.backend_change[b]:.2f}x on its mean" for b in j.slower_backends]
-    reasons += [f"{len(j.having('missing'))} baseline benchmarks missing"] * bool(
-        j.having("missing")
-    )
+    reasons += [f"{len(missing)} baseline benchmarks missing"] if missing else []
     console.print(f"[red]gate: FAILED: {'; '.join(reasons)}[/]")
     return EXIT_FAILED
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
@@ -110,9 +109,8 @@ def ratios(run: dict[str, Any], statistic: str = STATISTIC) -> dict[str, float]:
 
 
 def machine_of(run: dict[str, Any]) -> str:
-    """The CPU (and GPU, if any was used) a run was measured on, as one line."""
-    cpu = run.get("machine_info", {}).get("cpu", {}).get("brand_raw") or platform.processor()
-    return str(cpu)
+    """The CPU a run was measured on, as pytest-benchmark recorded it."""
+    return str(run.get("machine_info", {}).get("cpu", {}).get("brand_raw") or "unknown CPU")
 
 
 def threads_of(runs: list[dict[str, Any]]) -> int:

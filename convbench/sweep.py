@@ -178,13 +178,11 @@ class Ready:
 def make_ready(case: Case, inputs: Inputs, ref: torch.Tensor) -> Ready:
     """Prepare ``case`` on ``inputs`` and check its first output against ``ref``.
 
-    Raises ``UnsupportedConfig`` when the backend declines the case.
+    For a case the backend ``supports`` (``ready`` and the sweep ask first); ``prepare`` may
+    still raise ``UnsupportedConfig``.
     """
     backend = backends.get(case.backend)
     dtype = DTYPES[case.dtype]
-    reason = backend.supports(case.spec, case.device, dtype)
-    if reason:
-        raise UnsupportedConfig(reason)
     data = inputs.to(case.device, dtype)
     with torch.no_grad():
         _sync(case.device)
@@ -212,7 +210,8 @@ def make_ready(case: Case, inputs: Inputs, ref: torch.Tensor) -> Ready:
 
 
 def ready(case: Case, seed: int = 0) -> Ready:
-    """``make_ready`` with the case's own seeded inputs and float64 reference."""
+    """``make_ready`` with the case's own seeded inputs and float64 reference; raises
+    ``UnsupportedConfig`` for a case the backend declines."""
     reason = backends.get(case.backend).supports(case.spec, case.device, DTYPES[case.dtype])
     if reason:  # before the reference, which may be costly, is computed for nothing
         raise UnsupportedConfig(reason)
