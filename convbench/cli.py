@@ -22,6 +22,7 @@ from rich.table import Table
 from convbench import __version__, backends
 from convbench.env import cpu_count, fingerprint
 from convbench.measure.timing import TimingConfig
+from convbench.profiling import TRACES
 from convbench.report.summary import (
     format_bytes,
     format_seconds,
@@ -36,6 +37,7 @@ from convbench.sweep import Case, SweepConfig, parse_dtype, run_sweep
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 BENCHMARK_STORAGE = Path("results/benchmarks")
 BASELINE = Path("tests/perf/baseline.json")
+PROFILE_STEPS = 5
 
 
 def _console() -> Console:
@@ -90,22 +92,9 @@ def _ratio(text: str) -> float:
 _positive, _count = _int_at_least(1), _int_at_least(0)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="convbench",
-        description="Benchmark 2-D convolution algorithms: "
-        "latency, memory and accuracy against a float64 reference.",
-    )
-    parser.add_argument("--version", action="version", version=f"convbench {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    run = sub.add_parser(
-        "run",
-        help="run a sweep and write its records",
-        description="Run every backend over the chosen problems. With no "
-        f"source, runs the '{DEFAULT_SUITE}' suite on the CPU.",
-    )
-    src = run.add_argument_group("problems (combine freely; default: the resnet50 suite)")
+def _add_problems(parser: argparse.ArgumentParser, title: str) -> None:
+    """The problem sources of ``run`` and ``profile``."""
+    src = parser.add_argument_group(title)
     src.add_argument(
         "--suite",
         action="append",
@@ -145,7 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=_count, default=None, help="seed of the fuzzer and of the inputs (default 0)"
     )
     src.add_argument("--mb", type=_positive, default=None, help="override every minibatch")
-    sel = run.add_argument_group("what to run them on")
+
+
+def _add_selection(parser: argparse.ArgumentParser) -> None:
+    """Backends, devices, dtypes, threads and budgets of ``run`` and ``profile``."""
+    sel = parser.add_argument_group("what to run them on")
     sel.add_argument(
         "--backend",
         default=None,
@@ -183,16 +176,63 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SIZE",
         help="record cases estimated to need more than SIZE (e.g. 4G) as unsupported",
     )
-    out = run.add_argument_group("results")
-    out.add_argument(
+
+
+def _add_results(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    group = parser.add_argument_group("results")
+    group.add_argument(
         "--out", default="results", metavar="DIR", help="folder of run folders (default: results/)"
     )
-    out.add_argument(
+    return group
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="convbench",
+        description="Benchmark 2-D convolution algorithms: "
+        "latency, memory and accuracy against a float64 reference.",
+    )
+    parser.add_argument("--version", action="version", version=f"convbench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser(
+        "run",
+        help="run a sweep and write its records",
+        description="Run every backend over the chosen problems. With no "
+        f"source, runs the '{DEFAULT_SUITE}' suite on the CPU.",
+    )
+    _add_problems(run, f"problems (combine freely; default: the {DEFAULT_SUITE} suite)")
+    _add_selection(run)
+    run.add_argument(
+        "--profile",
+        action="store_true",
+        default=None,
+        help=f"also write a torch.profiler trace of each case ({PROFILE_STEPS} steps) into the "
+        "run folder's traces/",
+    )
+    _add_results(run).add_argument(
         "--resume",
         default=None,
         metavar="RUN_ID",
         help="complete an interrupted run, skipping the cases it finished",
     )
+
+    prof = sub.add_parser(
+        "profile",
+        help="profile cases with torch.profiler: traces for TensorBoard and time per stage",
+        description="Time each case briefly, then profile it and write a trace per case and "
+        "backend into <run folder>/traces/ (open it with 'tensorboard --logdir', Perfetto "
+        "or chrome://tracing); prints the time of each stage.",
+    )
+    _add_problems(prof, "problems (at least one)")
+    _add_selection(prof)
+    prof.add_argument(
+        "--steps",
+        type=_positive,
+        default=PROFILE_STEPS,
+        help=f"profiled calls per case, after one warm-up call (default: {PROFILE_STEPS})",
+    )
+    _add_results(prof)
 
     lst = sub.add_parser("list", help="list suites, backends, or the cases of a suite")
     lst.add_argument("what", choices=["suites", "backends", "cases"])
@@ -259,6 +299,7 @@ _SELECTION = (
     "threads",
     "quick",
     "max_memory",
+    "profile",
 )
 
 
@@ -311,6 +352,9 @@ def _new_config(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed or 0,
         "quick": bool(args.quick),
         "max_memory": args.max_memory,
+        "profile_steps": args.steps
+        if args.command == "profile"
+        else PROFILE_STEPS * bool(args.profile),
         "argv": sys.argv[1:],
     }
 
@@ -412,6 +456,53 @@ class _Reporter:
         )
 
 
+def _sweep(store: RunStore, config: dict[str, Any]) -> tuple[list[Record], int, float, bool]:
+    """Run the cases of ``config`` that ``store`` lacks: its records, how many cases it has in
+    all, the wall time, and whether it was interrupted (what it finished is kept)."""
+    workloads = [Workload(parse(w["spec"]), w["fill"]) for w in config["workloads"]]
+    sweep = SweepConfig(
+        backends=config["backends"],
+        devices=config["devices"],
+        dtypes=config["dtypes"],
+        threads=config["threads"],
+        seed=config["seed"],
+        timing=TimingConfig.quick() if config["quick"] else TimingConfig(),
+        max_memory=config["max_memory"],
+        profile_steps=config.get("profile_steps", 0),
+    )
+    done = {r.key for r in store.records()}
+    total = len(workloads) * len(sweep.backends) * len(sweep.devices) * len(sweep.dtypes)
+    t0 = time.perf_counter()
+    interrupted = False
+    with _Reporter(total - len(done)) as reporter:
+        try:
+            run_sweep(
+                workloads,
+                sweep,
+                store,
+                done=done,
+                on_start=reporter.start,
+                on_record=reporter.record,
+            )
+        except KeyboardInterrupt:
+            interrupted = True
+    return store.records(), total, time.perf_counter() - t0, interrupted
+
+
+def _start(args: argparse.Namespace) -> tuple[RunStore, dict[str, Any]]:
+    """A new run folder with the resolved selection and the environment written into it."""
+    config = _new_config(args)
+    store = RunStore.create(Path(args.out))
+    store.write_json(RunStore.CONFIG, config)
+    store.write_json(RunStore.ENVIRONMENT, fingerprint(config["threads"], config["devices"]))
+    return store, config
+
+
+def _exit_code(records: list[Record]) -> int:
+    bad = any(r.status in ("failed", "inaccurate") for r in records)
+    return EXIT_FAILED if bad else EXIT_OK
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     root = Path(args.out)
     if args.resume:
@@ -430,42 +521,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 raise UsageError(f"run {args.resume} used backend {b!r}, which is not registered")
         store.repair()
     else:
-        config = _new_config(args)
-        store = RunStore.create(root)
-        store.write_json(RunStore.CONFIG, config)
-        store.write_json(RunStore.ENVIRONMENT, fingerprint(config["threads"], config["devices"]))
-
-    workloads = [Workload(parse(w["spec"]), w["fill"]) for w in config["workloads"]]
-    sweep = SweepConfig(
-        backends=config["backends"],
-        devices=config["devices"],
-        dtypes=config["dtypes"],
-        threads=config["threads"],
-        seed=config["seed"],
-        timing=TimingConfig.quick() if config["quick"] else TimingConfig(),
-        max_memory=config["max_memory"],
-    )
-    done = {r.key for r in store.records()}
+        store, config = _start(args)
     console = _console()
-    t0 = time.perf_counter()
-    interrupted = False
-    total = len(workloads) * len(sweep.backends) * len(sweep.devices) * len(sweep.dtypes)
-    with _Reporter(total - len(done)) as reporter:
-        try:
-            run_sweep(
-                workloads,
-                sweep,
-                store,
-                done=done,
-                on_start=reporter.start,
-                on_record=reporter.record,
-            )
-        except KeyboardInterrupt:
-            interrupted = True
-    records = store.records()
+    records, total, wall, interrupted = _sweep(store, config)
     _print_summary(console, records)
     console.print(
-        f"wall time {time.perf_counter() - t0:.1f} s; results: {store.path}",
+        f"wall time {wall:.1f} s; results: {store.path}",
         markup=False,
         highlight=False,
     )
@@ -477,8 +538,61 @@ def cmd_run(args: argparse.Namespace) -> int:
             highlight=False,
         )
         return EXIT_INTERRUPTED
-    bad = any(r.status in ("failed", "inaccurate") for r in records)
-    return EXIT_FAILED if bad else EXIT_OK
+    return _exit_code(records)
+
+
+# --- profile ----------------------------------------------------------------------------------
+
+
+def _print_stages(console: Console, store: RunStore, r: Record) -> None:
+    """One record's stages, largest first: the backend's labelled stages and any operator
+    called outside them that takes 1 % of the step or more; the rest summed into one row."""
+    where = "device time" if r.device.startswith("cuda") else "CPU time"
+    step = r.profile_s or 0.0
+    table = Table(title=f"{r.name or r.spec} | {r.backend} | {r.device} {r.dtype}")
+    table.add_column("stage")
+    table.add_column(f"{where} per step", justify="right")
+    table.add_column("% of step", justify="right")
+    rest, small = step - sum(r.stages.values()), 0
+    for name, seconds in r.stages.items():
+        if "/" in name or seconds >= 0.01 * step:
+            table.add_row(name, format_seconds(seconds), f"{100 * seconds / step:.1f}")
+        else:
+            rest, small = rest + seconds, small + 1
+    label = f"other ({small} small ops, Python)" if small else "other"
+    table.add_row(label, format_seconds(max(rest, 0.0)), f"{100 * max(rest, 0.0) / step:.1f}")
+    console.print(table)
+    console.print(
+        f"timed {format_seconds(r.median_s)} per call, profiled step {format_seconds(step)}; "
+        f"trace: {store.path / r.trace}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    if not any(getattr(args, k) for k in ("suite", "spec", "batch_file", "grid", "fuzz")):
+        raise UsageError("profile needs problems: --spec DESC (or --suite, --batch-file, --grid)")
+    args.quick = True
+    store, config = _start(args)
+    console = _console()
+    records, _, wall, interrupted = _sweep(store, config)
+    for r in records:
+        if r.trace:
+            _print_stages(console, store, r)
+        else:
+            console.print(
+                f"{r.name or r.spec} | {r.backend}: {r.status}: {r.reason}",
+                markup=False,
+                highlight=False,
+            )
+    console.print(
+        f"wall time {wall:.1f} s; view the traces with: tensorboard --logdir {store.path / TRACES}",
+        markup=False,
+        highlight=False,
+    )
+    return EXIT_INTERRUPTED if interrupted else _exit_code(records)
 
 
 # --- list -------------------------------------------------------------------------------------
@@ -592,6 +706,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
+    "profile": cmd_profile,
     "list": cmd_list,
     "asv-machine": cmd_asv_machine,
     "gate": cmd_gate,

@@ -54,6 +54,9 @@ class Record:
     noisy: bool = False
     algorithm: str = ""
     algorithm_params: dict[str, Any] = field(default_factory=dict)
+    trace: str = ""  # the profiler trace, relative to the run folder ("" if not profiled)
+    profile_s: float | None = None  # mean wall time of one profiled step (profiler included)
+    stages: dict[str, float] = field(default_factory=dict)  # seconds per step by stage
     layer_repeat: int = 1
     timestamp: str = ""
     schema_version: int = SCHEMA_VERSION

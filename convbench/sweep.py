@@ -11,6 +11,7 @@ import gc
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,6 +23,7 @@ from convbench.inputs import Inputs, make_inputs
 from convbench.measure.accuracy import Accuracy, compare
 from convbench.measure.memory import allocation
 from convbench.measure.timing import TimingConfig, measure
+from convbench.profiling import TRACES, profile_ready
 from convbench.results import Record, RunStore, case_key
 from convbench.spec import ConvSpec
 from convbench.suites import Workload
@@ -93,6 +95,7 @@ class SweepConfig:
     timing: TimingConfig = field(default_factory=TimingConfig)
     seed: int = 0
     max_memory: int | None = None
+    profile_steps: int = 0  # profile each case for this many steps after timing it (0: no)
 
 
 def plan(workloads: Iterable[Workload], config: SweepConfig) -> list[Case]:
@@ -220,11 +223,26 @@ def ready(case: Case, seed: int = 0) -> Ready:
 
 
 def _run_case(
-    case: Case, inputs: Inputs, ref: torch.Tensor, config: SweepConfig, base: dict[str, object]
+    case: Case,
+    inputs: Inputs,
+    ref: torch.Tensor,
+    config: SweepConfig,
+    base: dict[str, object],
+    store: Path,
 ) -> Record:
     r = make_ready(case, inputs, ref)
     with torch.no_grad():
         timing = measure(r.run, case.device, config.timing)
+    profiled: dict[str, Any] = {}
+    if config.profile_steps:
+        p = profile_ready(r, store / TRACES, config.profile_steps)
+        profiled = dict(
+            trace=p.trace.relative_to(store).as_posix(),
+            profile_s=p.step_s,
+            stages={
+                s.name: s.device_s if case.device.startswith("cuda") else s.cpu_s for s in p.stages
+            },
+        )
     err = r.accuracy.rel_l2_error
     return Record(
         **base,  # type: ignore[arg-type]
@@ -249,6 +267,7 @@ def _run_case(
         noisy=timing.noisy,
         algorithm=r.algorithm,
         algorithm_params=r.params,
+        **profiled,
     )
 
 
@@ -310,7 +329,7 @@ def run_sweep(
                     gc.collect()
                     inputs = make_inputs(case.spec, case.workload.fill, config.seed)
                     current = (case.workload, inputs, reference(case.spec, inputs))
-                record = _run_case(case, current[1], current[2], config, base)  # type: ignore[arg-type]
+                record = _run_case(case, current[1], current[2], config, base, store.path)  # type: ignore[arg-type]
         except UnsupportedConfig as exc:
             record = Record(**base, status="unsupported", reason=str(exc))  # type: ignore[arg-type]
         except Exception as exc:  # isolation: any error is this case's failure

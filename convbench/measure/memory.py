@@ -21,7 +21,7 @@ from typing import TypeVar
 import torch
 from torch.autograd.profiler import profile
 
-__all__ = ["Allocation", "allocation"]
+__all__ = ["Allocation", "allocation", "quiet_stderr"]
 
 T = TypeVar("T")
 
@@ -36,7 +36,7 @@ class Allocation:
 
 
 @contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
+def quiet_stderr() -> Iterator[None]:
     """Silence file descriptor 2: kineto logs two lines to it each time a profiler starts and
     stops, which would bury the harness's own output."""
     sys.stderr.flush()
@@ -68,7 +68,7 @@ def _cpu(fn: Callable[[], T]) -> tuple[T, Allocation]:
         # The autograd profiler, not torch.profiler.profile: that one imports torch._inductor
         # (and sympy) on its first use, seconds in every fresh or forked process.
         prof = profile(profile_memory=True)
-        with _quiet_stderr():
+        with quiet_stderr():
             prof.__enter__()
         try:
             # Inside the profiler: its own start-up allocates tens of MB of Python objects.
@@ -77,7 +77,7 @@ def _cpu(fn: Callable[[], T]) -> tuple[T, Allocation]:
             out = fn()
             py_now, py_peak = tracemalloc.get_traced_memory()
         finally:
-            with _quiet_stderr():
+            with quiet_stderr():
                 prof.__exit__(None, None, None)
     finally:
         if not tracing:
