@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from rich.console import Console
+from rich.markup import escape as esc_rich
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -23,6 +24,7 @@ from convbench import __version__, backends
 from convbench.env import cpu_count, fingerprint
 from convbench.measure.timing import TimingConfig
 from convbench.profiling import TRACES
+from convbench.report.report import REPORT, load, write_report
 from convbench.report.summary import (
     format_bytes,
     format_seconds,
@@ -78,17 +80,25 @@ def _int_at_least(low: int) -> Callable[[str], int]:
     return convert
 
 
-def _ratio(text: str) -> float:
-    """An argparse type: a factor above 1 (how many times slower counts as a regression)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 1:
-        raise argparse.ArgumentTypeError(f"must be above 1, got {text}")
-    return value
+def _number(accept: Callable[[float], bool], expect: str, unit: str = "") -> Callable[[str], float]:
+    """An argparse type: a number that ``accept`` allows (``expect`` says which), optionally
+    followed by ``unit``."""
+
+    def convert(text: str) -> float:
+        try:
+            value = float(text.strip().removesuffix(unit) if unit else text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {expect}, got {text}")
+        return value
+
+    return convert
 
 
+_ratio = _number(lambda v: v > 1, "above 1")  # how many times slower counts as a regression
+_percent = _number(lambda v: v >= 0, "0 % or more", "%")
+_probability = _number(lambda v: 0 < v < 1, "between 0 and 1")
 _positive, _count = _int_at_least(1), _int_at_least(0)
 
 
@@ -233,6 +243,53 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"profiled calls per case, after one warm-up call (default: {PROFILE_STEPS})",
     )
     _add_results(prof)
+
+    rep = sub.add_parser(
+        "report",
+        help="one self-contained HTML page of one or more runs",
+        description="Environment, summary, winner per case, charts and every record, in one "
+        "HTML file that needs no network.",
+    )
+    rep.add_argument("runs", nargs="+", metavar="RUN", help="a run folder, or a run id in --root")
+    rep.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help=f"where to write it (default: the run folder's {REPORT}; with several runs, "
+        "report.html here)",
+    )
+    rep.add_argument("--root", default="results", help="where run ids are looked up")
+
+    cmp = sub.add_parser(
+        "compare",
+        help="what got faster, slower or less accurate between two runs (exit 1 if worse)",
+        description="Matches cases by spec, backend, device and dtype. A change of speed counts "
+        "when it exceeds --threshold and is significant on the samples (Mann-Whitney U).",
+    )
+    cmp.add_argument("base", metavar="BASE", help="the earlier run (folder or id)")
+    cmp.add_argument("new", metavar="NEW", help="the later run (folder or id)")
+    cmp.add_argument(
+        "--threshold",
+        type=_percent,
+        default=10.0,
+        metavar="PCT",
+        help="smallest change of the median that counts, in %% (default: 10)",
+    )
+    cmp.add_argument(
+        "--alpha",
+        type=_probability,
+        default=0.05,
+        help="significance level of the Mann-Whitney U test (default: 0.05)",
+    )
+    cmp.add_argument(
+        "--error-factor",
+        type=_ratio,
+        default=2.0,
+        help="an error that grows by more than this factor is less accurate (default: 2)",
+    )
+    cmp.add_argument("--html", type=Path, default=None, metavar="FILE", help="also write a page")
+    cmp.add_argument("--root", default="results", help="where run ids are looked up")
 
     lst = sub.add_parser("list", help="list suites, backends, or the cases of a suite")
     lst.add_argument("what", choices=["suites", "backends", "cases"])
@@ -525,6 +582,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     console = _console()
     records, total, wall, interrupted = _sweep(store, config)
     _print_summary(console, records)
+    _write_run_report(console, store)
     console.print(
         f"wall time {wall:.1f} s; results: {store.path}",
         markup=False,
@@ -578,6 +636,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     store, config = _start(args)
     console = _console()
     records, _, wall, interrupted = _sweep(store, config)
+    _write_run_report(console, store)
     for r in records:
         if r.trace:
             _print_stages(console, store, r)
@@ -593,6 +652,79 @@ def cmd_profile(args: argparse.Namespace) -> int:
         highlight=False,
     )
     return EXIT_INTERRUPTED if interrupted else _exit_code(records)
+
+
+# --- report and compare ------------------------------------------------------------------------
+
+
+def _find(ref: str, root: str) -> RunStore:
+    try:
+        return RunStore.find(ref, root)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _write_run_report(console: Console, store: RunStore) -> None:
+    """The run's own report, written when it finishes; a failure to write it is reported,
+    and the records stay whatever happens."""
+    try:
+        path = write_report([load(store)], store.path / REPORT)
+    except OSError as exc:
+        console.print(f"report not written: {exc}", markup=False, highlight=False)
+        return
+    console.print(f"report: {path}", markup=False, highlight=False)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    stores = [_find(ref, args.root) for ref in args.runs]
+    out = args.out or (stores[0].path / REPORT if len(stores) == 1 else Path(REPORT))
+    path = write_report([load(s) for s in stores], out)
+    print(f"report: {path}")
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from convbench.report.compare import (
+        BAD,
+        CHANGE_COLUMNS,
+        change_cells,
+        compare,
+        render_comparison,
+    )
+
+    base, new = load(_find(args.base, args.root)), load(_find(args.new, args.root))
+    c = compare(
+        base, new, threshold=args.threshold, alpha=args.alpha, error_factor=args.error_factor
+    )
+    console = _console()
+    console.print(f"compare: base {base.store.path}, new {new.store.path}", markup=False)
+    if c.environment:
+        env = Table("environment", "base", "new", title="environment differences")
+        for key, a, b in c.environment:
+            env.add_row(key, str(a), str(b))
+        console.print(env)
+    else:
+        console.print("environment: the same (but for the time)")
+    table = Table(*(col.label for col in CHANGE_COLUMNS), title="changes")
+    shown = [ch for ch in c.changes if ch.verdict != "unchanged"]
+    for ch in shown:
+        table.add_row(*(esc_rich(cell.text) for cell in change_cells(ch)))
+    if shown:
+        console.print(table)
+    console.print(
+        f"{len(c.changes)} cases: " + ", ".join(f"{n} {v}" for v, n in c.counts.items()),
+        markup=False,
+    )
+    if args.html:
+        args.html.parent.mkdir(parents=True, exist_ok=True)
+        args.html.write_text(render_comparison(c, base, new), encoding="utf-8")
+        console.print(f"html: {args.html}", markup=False)
+    if c.worse:
+        worse = ", ".join(f"{n} {v}" for v, n in c.counts.items() if v in BAD)
+        console.print(f"[red]compare: WORSE: {worse}[/]")
+        return EXIT_FAILED
+    console.print("compare: nothing got significantly slower or less accurate")
+    return EXIT_OK
 
 
 # --- list -------------------------------------------------------------------------------------
@@ -708,6 +840,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
     "profile": cmd_profile,
     "list": cmd_list,
+    "report": cmd_report,
+    "compare": cmd_compare,
     "asv-machine": cmd_asv_machine,
     "gate": cmd_gate,
 }

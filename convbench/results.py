@@ -114,6 +114,18 @@ class RunStore:
             raise FileNotFoundError(f"no run {run_id!r} in {str(root)!r}")
         return store
 
+    @classmethod
+    def find(cls, ref: str | Path, root: str | Path = "results") -> RunStore:
+        """A run given as its folder (``results/20261128-...``) or as its id under ``root``."""
+        path = Path(ref)
+        if (path / cls.CONFIG).is_file():
+            return cls(path.parent, path.name)
+        if (Path(root) / path / cls.CONFIG).is_file():
+            return cls(root, str(ref))
+        raise FileNotFoundError(
+            f"no run folder {str(ref)!r} (nor a run of that id in {str(root)!r})"
+        )
+
     def write_json(self, name: str, data: dict[str, Any]) -> None:
         tmp = self.path / (name + ".tmp")
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -72,3 +74,41 @@ def check(
     err = compare(y, reference(spec, inputs)).rel_l2_error
     assert err <= b.tolerance(dtype, device), f"{name} {spec}: {err:.3g}"
     return err
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Debian's headless chromium, driven by Playwright; skips where either is absent."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
+                  "--disable-background-networking", "--disable-component-update"],
+        )  # fmt: skip
+        yield b
+        b.close()
+
+
+class Visit:
+    """A page opened from a file, with what went wrong while it loaded: console errors,
+    uncaught exceptions, and requests to anything but the file itself."""
+
+    def __init__(self, browser: Any, path: Path) -> None:
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+        self.page = browser.new_page(viewport={"width": 1400, "height": 900})
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        url = path.resolve().as_uri()
+        self.page.on("request", lambda r: self.requests.append(r.url) if r.url != url else None)
+        self.page.goto(url)
+        self.page.wait_for_load_state("load")
+
+    def close(self) -> None:
+        self.page.close()

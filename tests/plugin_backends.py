@@ -6,6 +6,9 @@ part of the harness runs for real around them.
 
 from __future__ import annotations
 
+import os
+import time
+
 import torch
 import torch.nn.functional as F
 
@@ -68,5 +71,34 @@ class RefusesStride(_Base):
         return Prepared(_conv(spec, weight, bias), "test")
 
 
-for _b in (CrashOn1x1(), Wrong(), RefusesStride()):
+class Injected(_Base):
+    """A real convolution, slowed by a sleep of ``CONVBENCH_TEST_DELAY_S`` seconds and scaled by
+    ``CONVBENCH_TEST_SCALE`` (by default neither): a regression injected between two runs."""
+
+    name = "test-injected"
+
+    def prepare(self, spec, weight, bias):
+        run = _conv(spec, weight, bias)
+        delay = float(os.environ.get("CONVBENCH_TEST_DELAY_S", 0))
+        scale = float(os.environ.get("CONVBENCH_TEST_SCALE", 1))
+
+        def injected(x: torch.Tensor) -> torch.Tensor:
+            if delay:
+                time.sleep(delay)
+            return run(x) * scale if scale != 1 else run(x)
+
+        return Prepared(injected, "test")
+
+
+class Hostile(_Base):
+    """Fails with the text of ``CONVBENCH_TEST_MESSAGE``: markup, in the report's tests, which
+    every page must show as text."""
+
+    name = "test-hostile"
+
+    def prepare(self, spec, weight, bias):
+        raise RuntimeError(os.environ.get("CONVBENCH_TEST_MESSAGE", "deliberate failure"))
+
+
+for _b in (CrashOn1x1(), Wrong(), RefusesStride(), Injected(), Hostile()):
     backends.register(_b, replace=True)

@@ -1,0 +1,166 @@
+"""``convbench compare``: the verdicts on made-up records, then two real runs that differ by an
+injected slowdown and an injected loss of accuracy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import Visit, run_cli
+
+from convbench.report.compare import compare, environment_diff
+from convbench.report.report import LoadedRun
+from convbench.results import Record, RunStore
+
+TESTS = Path(__file__).resolve().parent
+PLUGINS = {"PYTHONPATH": str(TESTS), "CONVBENCH_PLUGINS": "plugin_backends"}
+
+
+def _record(spec: str, backend: str = "b", *, status: str = "ok", median: float | None = 1e-3,
+            n: int = 20, error: float | None = 1e-7, seed: int = 0) -> Record:  # fmt: skip
+    rng = np.random.default_rng(seed)
+    samples = [] if median is None else list(median * (1 + 0.01 * rng.standard_normal(n)))
+    return Record(
+        run_id="r", spec=spec, name=spec, backend=backend, device="cpu", dtype="float32",
+        status=status, median_s=median, samples_s=samples, rel_l2_error=error, tolerance=1e-5,
+    )  # fmt: skip
+
+
+def _run(records: list[Record], env: dict | None = None) -> LoadedRun:
+    return LoadedRun(RunStore("/nonexistent", "r"), records, env or {})
+
+
+def _verdicts(base: list[Record], new: list[Record], **kw: float) -> dict[str, str]:
+    c = compare(_run(base), _run(new), **kw)
+    return {ch.key[0] + "/" + ch.key[1]: ch.verdict for ch in c.changes}
+
+
+def test_verdicts() -> None:
+    base = [
+        _record("same"), _record("slow"), _record("fast"), _record("small"),
+        _record("err", error=1e-7), _record("tol"), _record("better", status="inaccurate",
+        error=1e-3), _record("crash"), _record("gone"), _record("was-unsupported",
+        status="unsupported", median=None, error=None), _record("few", n=3),
+    ]  # fmt: skip
+    new = [
+        _record("same", seed=1), _record("slow", median=1.5e-3, seed=1),
+        _record("fast", median=0.5e-3, seed=1), _record("small", median=1.05e-3, seed=1),
+        _record("err", error=3e-7, seed=1), _record("tol", status="inaccurate", error=2e-5),
+        _record("better", error=1e-7), _record("crash", status="failed", median=None),
+        _record("added"), _record("was-unsupported"), _record("few", median=2e-3, n=3),
+    ]  # fmt: skip
+    assert _verdicts(base, new) == {
+        "same/b": "unchanged",
+        "slow/b": "slower",
+        "fast/b": "faster",
+        "small/b": "unchanged",  # 5 % is significant here, but under the 10 % threshold
+        "err/b": "less accurate",  # 3x the error
+        "tol/b": "less accurate",  # crossed its tolerance
+        "better/b": "more accurate",
+        "crash/b": "failed",
+        "added/b": "new",
+        "gone/b": "missing",
+        "was-unsupported/b": "new",
+        "few/b": "unchanged",  # 3 against 3 samples can never be significant
+    }
+    assert _verdicts(base, new, threshold=2.0)["small/b"] == "slower"
+    assert _verdicts(base, new, error_factor=5.0)["err/b"] == "unchanged"
+
+
+def test_overlapping_samples_are_not_significant() -> None:
+    base = [_record("x", median=1e-3, n=6)]
+    new = [_record("x", median=1e-3, n=6, seed=9)]
+    new[0].samples_s = [s * 1.3 for s in base[0].samples_s[:3]] + base[0].samples_s[3:]
+    new[0].median_s = float(np.median(new[0].samples_s))
+    (change,) = compare(_run(base), _run(new)).changes
+    assert change.ratio is not None and change.ratio > 1.1  # over the threshold...
+    assert change.p_value is not None and change.p_value > 0.05  # ...but not significant
+    assert change.verdict == "unchanged"
+
+
+def test_environment_diff_is_flat_and_ignores_the_time() -> None:
+    a = {"time": "1", "torch": "2.13.0", "gemm_gflops": {"cpu": 100.0}, "gpu": None}
+    b = {"time": "2", "torch": "2.14.0", "gemm_gflops": {"cpu": 100.0}, "gpu": {"name": "H200"}}
+    assert environment_diff(a, b) == [("gpu.name", None, "H200"), ("torch", "2.13.0", "2.14.0")]
+
+
+def _real_run(out: Path, **env: str) -> Path:
+    before = set(out.iterdir()) if out.exists() else set()
+    proc = run_cli(
+        "run", "--spec", 'mb1ic8ih12oc8kh3ph1n"small"', "--backend", "torch,test-injected",
+        "--threads", "1", "--out", str(out), cwd=out.parent, env={**PLUGINS, **env},
+    )  # fmt: skip
+    assert proc.returncode in (0, 1), proc.stderr
+    (run,) = set(out.iterdir()) - before
+    return run
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("compare") / "results"
+    return {
+        "base": _real_run(out),
+        "slow": _real_run(out, CONVBENCH_TEST_DELAY_S="0.002"),
+        "wrong": _real_run(out, CONVBENCH_TEST_SCALE="1.001"),
+    }
+
+
+def test_injected_slowdown_fails_the_comparison(
+    runs: dict[str, Path],
+    tmp_path: Path,
+    browser,  # type: ignore[no-untyped-def]
+) -> None:
+    html = tmp_path / "cmp.html"
+    proc = run_cli(
+        "compare", str(runs["base"]), str(runs["slow"]), "--html", str(html),
+        "--threshold", "100", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stdout.splitlines()
+    (row,) = [line for line in lines if "test-injected" in line]
+    assert "slower" in row
+    assert "compare: WORSE: 1 slower" in proc.stdout  # torch, unchanged, is not over 100 %
+    assert "environment: the same" in proc.stdout or "environment differences" in proc.stdout
+
+    visit = Visit(browser, html)
+    try:
+        visit.page.wait_for_function("document.querySelectorAll('div.chart .main-svg').length")
+        assert visit.errors == [] and visit.requests == []
+        table = visit.page.locator("#changes")
+        verdicts = dict(
+            zip(
+                table.locator("tbody td:nth-child(2)").all_inner_texts(),
+                table.locator("tbody td:nth-child(10)").all_inner_texts(),
+                strict=True,
+            )
+        )
+        assert verdicts["test-injected"] == "slower"
+    finally:
+        visit.close()
+
+
+def test_injected_error_fails_and_a_run_equals_itself(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    proc = run_cli("compare", str(runs["base"]), str(runs["wrong"]), cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    (row,) = [line for line in proc.stdout.splitlines() if "test-injected" in line]
+    assert "less accurate" in row
+
+    proc = run_cli("compare", str(runs["base"]), str(runs["base"]), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 cases: 2 unchanged" in proc.stdout
+    assert "environment: the same" in proc.stdout
+
+
+def test_bad_arguments(runs: dict[str, Path], tmp_path: Path) -> None:
+    for args, needle in (
+        (["compare", str(runs["base"]), "nope"], "no run folder 'nope'"),
+        (["compare", str(runs["base"]), str(runs["base"]), "--threshold", "x"], "not a number"),
+        (["compare", str(runs["base"]), str(runs["base"]), "--alpha", "1.5"], "between 0 and 1"),
+    ):
+        proc = run_cli(*args, cwd=tmp_path)
+        assert proc.returncode == 2
+        (line,) = proc.stderr.strip().splitlines()
+        assert line.startswith("convbench: error:") and needle in line
