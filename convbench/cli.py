@@ -146,8 +146,9 @@ def _add_problems(parser: argparse.ArgumentParser, title: str) -> None:
     src.add_argument("--mb", type=_positive, default=None, help="override every minibatch")
 
 
-def _add_selection(parser: argparse.ArgumentParser) -> None:
-    """Backends, devices, dtypes, threads and budgets of ``run`` and ``profile``."""
+def _add_selection(parser: argparse.ArgumentParser, quick: bool = True) -> None:
+    """Backends, devices, dtypes, threads and budgets of ``run`` and ``profile`` (which always
+    times briefly, so offers no ``--quick``)."""
     sel = parser.add_argument_group("what to run them on")
     sel.add_argument(
         "--backend",
@@ -173,12 +174,13 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"CPU threads (default: all {cpu_count()} cores)",
     )
-    sel.add_argument(
-        "--quick",
-        action="store_true",
-        default=None,
-        help="a shorter time budget per case, less precise medians",
-    )
+    if quick:
+        sel.add_argument(
+            "--quick",
+            action="store_true",
+            default=None,
+            help="a shorter time budget per case, less precise medians",
+        )
     sel.add_argument(
         "--max-memory",
         type=_size,
@@ -235,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         "or chrome://tracing); prints the time of each stage.",
     )
     _add_problems(prof, "problems (at least one)")
-    _add_selection(prof)
+    _add_selection(prof, quick=False)
     prof.add_argument(
         "--steps",
         type=_positive,

@@ -22,7 +22,17 @@ from convbench.report.report import LoadedRun
 from convbench.report.summary import format_seconds
 from convbench.results import Record
 
-__all__ = ["BAD", "VERDICTS", "Change", "Comparison", "compare", "environment_diff"]
+__all__ = [
+    "BAD",
+    "CHANGE_COLUMNS",
+    "VERDICTS",
+    "Change",
+    "Comparison",
+    "change_cells",
+    "compare",
+    "environment_diff",
+    "render_comparison",
+]
 
 VERDICTS = (
     "failed",
