@@ -24,7 +24,7 @@ from convbench import __version__, backends
 from convbench.env import cpu_count, fingerprint
 from convbench.measure.timing import TimingConfig
 from convbench.profiling import TRACES
-from convbench.report.report import REPORT, load, write_report
+from convbench.report.report import REPORT, load, render_report
 from convbench.report.summary import (
     format_bytes,
     format_seconds,
@@ -436,7 +436,7 @@ def _print_summary(console: Console, records: list[Record]) -> None:
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for row in rows:
         table.add_row(
-            row.name or row.spec,
+            esc_rich(row.name or row.spec),
             row.device,
             row.dtype,
             row.fastest or "-",
@@ -609,14 +609,14 @@ def _print_stages(console: Console, store: RunStore, r: Record) -> None:
     called outside them that takes 1 % of the step or more; the rest summed into one row."""
     where = "device time" if r.device.startswith("cuda") else "CPU time"
     step = r.profile_s or 0.0
-    table = Table(title=f"{r.name or r.spec} | {r.backend} | {r.device} {r.dtype}")
+    table = Table(title=esc_rich(f"{r.name or r.spec} | {r.backend} | {r.device} {r.dtype}"))
     table.add_column("stage")
     table.add_column(f"{where} per step", justify="right")
     table.add_column("% of step", justify="right")
     rest, small = step - sum(r.stages.values()), 0
     for name, seconds in r.stages.items():
         if "/" in name or seconds >= 0.01 * step:
-            table.add_row(name, format_seconds(seconds), f"{100 * seconds / step:.1f}")
+            table.add_row(esc_rich(name), format_seconds(seconds), f"{100 * seconds / step:.1f}")
         else:
             rest, small = rest + seconds, small + 1
     label = f"other ({small} small ops, Python)" if small else "other"
@@ -667,20 +667,30 @@ def _find(ref: str, root: str) -> RunStore:
 
 
 def _write_run_report(console: Console, store: RunStore) -> None:
-    """The run's own report, written when it finishes; a failure to write it is reported,
-    and the records stay whatever happens."""
+    """The run's own report, written when it finishes. Whatever goes wrong writing it is
+    reported in one line and changes neither the records nor the exit code."""
     try:
-        path = write_report([load(store)], store.path / REPORT)
-    except OSError as exc:
-        console.print(f"report not written: {exc}", markup=False, highlight=False)
+        path = _write(store.path / REPORT, render_report([load(store)], store.path / REPORT))
+    except Exception as exc:
+        console.print(f"report not written: {type(exc).__name__}: {exc}", markup=False)
         return
     console.print(f"report: {path}", markup=False, highlight=False)
+
+
+def _write(path: Path, text: str) -> Path:
+    """Write a page, or say in one line why it cannot be written."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     stores = [_find(ref, args.root) for ref in args.runs]
     out = args.out or (stores[0].path / REPORT if len(stores) == 1 else Path(REPORT))
-    path = write_report([load(s) for s in stores], out)
+    path = _write(out, render_report([load(s) for s in stores], out))
     print(f"report: {path}")
     return EXIT_OK
 
@@ -718,9 +728,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         markup=False,
     )
     if args.html:
-        args.html.parent.mkdir(parents=True, exist_ok=True)
-        args.html.write_text(render_comparison(c, base, new), encoding="utf-8")
+        _write(args.html, render_comparison(c, base, new))
         console.print(f"html: {args.html}", markup=False)
+    untested = c.counts.get("untested", 0)
+    if untested:
+        console.print(
+            f"[yellow]compare: {untested} cases moved by more than {c.threshold:g} % with too "
+            "few samples to test (a --quick run takes 3); run them without --quick to tell[/]"
+        )
     if c.worse:
         worse = ", ".join(f"{n} {v}" for v, n in c.counts.items() if v in BAD)
         console.print(f"[red]compare: WORSE: {worse}[/]")

@@ -74,6 +74,13 @@ def worker_name(case: Case) -> str:
     return _slug(f"{case.backend}_{case.device}_{case.dtype}")
 
 
+def _device_us(event: FunctionEvent) -> float:
+    """The device time of an event's kernels: ``cuda_time_total`` before torch 2.4."""
+    if hasattr(event, "device_time_total"):
+        return event.device_time_total
+    return event.cuda_time_total
+
+
 def _stages(events: list[FunctionEvent], steps: int) -> tuple[float, list[Stage]]:
     """Mean step time and the direct children of the steps, aggregated by name, per step."""
     step_us = 0.0
@@ -85,7 +92,7 @@ def _stages(events: list[FunctionEvent], steps: int) -> tuple[float, list[Stage]
         for child in step.cpu_children:
             calls[child.name] += 1
             cpu_us[child.name] += child.cpu_time_total
-            device_us[child.name] += child.device_time_total
+            device_us[child.name] += _device_us(child)
     stages = [
         Stage(name, calls[name] / steps, cpu_us[name] / steps / 1e6, device_us[name] / steps / 1e6)
         for name in calls
@@ -104,13 +111,20 @@ def profile_ready(r: Ready, traces: Path, steps: int = 5) -> Profile:
     activities = [ProfilerActivity.CPU]
     if r.case.device.startswith("cuda"):
         activities.append(ProfilerActivity.CUDA)
+    write = tensorboard_trace_handler(str(folder), worker_name=worker)
+    events: list[FunctionEvent] = []
+
+    def on_trace_ready(p: profile) -> None:
+        # The profiler drops its events when the cycle ends: keep them while they exist.
+        write(p)
+        events.extend(p.events())
+
     prof = profile(
         activities=activities,
-        schedule=schedule(wait=0, warmup=1, active=steps),
-        on_trace_ready=tensorboard_trace_handler(str(folder), worker_name=worker),
+        schedule=schedule(wait=0, warmup=1, active=steps, repeat=1),
+        on_trace_ready=on_trace_ready,
         record_shapes=True,
         profile_memory=True,
-        acc_events=True,
     )
     # Kineto logs a line to file descriptor 2 each time it starts and stops recording, which
     # happens inside ``step()``; the calls themselves already ran, unsilenced, when timed.
@@ -121,6 +135,6 @@ def profile_ready(r: Ready, traces: Path, steps: int = 5) -> Profile:
     written = sorted(set(folder.glob(f"{worker}.*.pt.trace.json")) - before)
     if not written:
         raise RuntimeError(f"the profiler wrote no trace into {folder}")
-    step_s, stages = _stages(list(prof.events()), steps)
+    step_s, stages = _stages(events, steps)
     stages.sort(key=lambda s: -(s.device_s or s.cpu_s))
     return Profile(written[-1], steps, step_s, stages)

@@ -234,22 +234,28 @@ def _run_case(
     with torch.no_grad():
         timing = measure(r.run, case.device, config.timing)
     profiled: dict[str, Any] = {}
+    notes = []
     if config.profile_steps:
-        p = profile_ready(r, store / TRACES, config.profile_steps)
-        profiled = dict(
-            trace=p.trace.relative_to(store).as_posix(),
-            profile_s=p.step_s,
-            stages={
-                s.name: s.device_s if case.device.startswith("cuda") else s.cpu_s for s in p.stages
-            },
-        )
+        try:
+            p = profile_ready(r, store / TRACES, config.profile_steps)
+        except Exception as exc:  # the timing stands; the record says why it has no trace
+            notes.append(f"not profiled: {type(exc).__name__}: {exc}")
+        else:
+            profiled = dict(
+                trace=p.trace.relative_to(store).as_posix(),
+                profile_s=p.step_s,
+                stages={
+                    s.name: s.device_s if case.device.startswith("cuda") else s.cpu_s
+                    for s in p.stages
+                },
+            )
     err = r.accuracy.rel_l2_error
+    if not r.accurate:
+        notes.insert(0, f"relative L2 error {err:.3g} exceeds the tolerance {r.tolerance:.3g}")
     return Record(
         **base,  # type: ignore[arg-type]
         status="ok" if r.accurate else "inaccurate",
-        reason=""
-        if r.accurate
-        else f"relative L2 error {err:.3g} exceeds the tolerance {r.tolerance:.3g}",
+        reason="; ".join(notes),
         median_s=timing.median_s,
         iqr_s=timing.iqr_s,
         min_s=timing.min_s,

@@ -42,13 +42,15 @@ def test_verdicts() -> None:
         _record("err", error=1e-7), _record("tol"), _record("better", status="inaccurate",
         error=1e-3), _record("crash"), _record("gone"), _record("was-unsupported",
         status="unsupported", median=None, error=None), _record("few", n=3),
+        _record("few-big", median=0.1, n=3), _record("exact", error=0.0),
     ]  # fmt: skip
     new = [
         _record("same", seed=1), _record("slow", median=1.5e-3, seed=1),
         _record("fast", median=0.5e-3, seed=1), _record("small", median=1.05e-3, seed=1),
         _record("err", error=3e-7, seed=1), _record("tol", status="inaccurate", error=2e-5),
         _record("better", error=1e-7), _record("crash", status="failed", median=None),
-        _record("added"), _record("was-unsupported"), _record("few", median=2e-3, n=3),
+        _record("added"), _record("was-unsupported"), _record("few", median=1.05e-3, n=3),
+        _record("few-big", median=0.5, n=3), _record("exact", error=1e-18),
     ]  # fmt: skip
     assert _verdicts(base, new) == {
         "same/b": "unchanged",
@@ -62,8 +64,12 @@ def test_verdicts() -> None:
         "added/b": "new",
         "gone/b": "missing",
         "was-unsupported/b": "new",
-        "few/b": "unchanged",  # 3 against 3 samples can never be significant
+        "few/b": "unchanged",  # under the threshold, and 3 against 3 can never be significant
+        "few-big/b": "untested",  # 5x, shown, but not counted without a test
+        "exact/b": "unchanged",  # 0 against 1e-18: rounding, far under the tolerance
     }
+    worse = {ch.key[0] for ch in compare(_run(base), _run(new)).worse}
+    assert worse == {"slow", "err", "tol", "crash"}  # what makes the command exit 1
     assert _verdicts(base, new, threshold=2.0)["small/b"] == "slower"
     assert _verdicts(base, new, error_factor=5.0)["err/b"] == "unchanged"
 
@@ -121,7 +127,8 @@ def test_injected_slowdown_fails_the_comparison(
     (row,) = [line for line in lines if "test-injected" in line]
     assert "slower" in row
     assert "compare: WORSE: 1 slower" in proc.stdout  # torch, unchanged, is not over 100 %
-    assert "environment: the same" in proc.stdout or "environment differences" in proc.stdout
+    environment = proc.stdout.find("environment")
+    assert -1 < environment < proc.stdout.find("changes")  # the environment comes first
 
     visit = Visit(browser, html)
     try:

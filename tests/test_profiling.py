@@ -15,10 +15,12 @@ import torch
 from conftest import run_cli
 from test_algorithms import STAGES
 
+from convbench.measure.timing import TimingConfig
 from convbench.profiling import case_folder, profile_ready, worker_name
+from convbench.results import RunStore
 from convbench.spec import parse
 from convbench.suites import Workload
-from convbench.sweep import Case, ready
+from convbench.sweep import Case, SweepConfig, ready, run_sweep
 
 SPEC = parse('mb2ic16ih20oc16oh20kh3ph1n"prof"')
 # What one call runs: the filter transforms belong to prepare, which is not profiled.
@@ -130,6 +132,14 @@ def test_run_profile_traces_every_case_and_resume_refuses_it(tmp_path: Path) -> 
     assert proc.returncode == 2 and "drop --profile" in proc.stderr
 
 
+def test_profile_shows_names_that_look_like_markup(tmp_path: Path) -> None:
+    spec = 'mb1ic4ih8oc4kh3ph1n"[/oops][bold]x"'
+    proc = run_cli("profile", "--spec", spec, "--backend", "torch", "--steps", "1",
+                   "--out", str(tmp_path), cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "[/oops][bold]x | torch" in proc.stdout
+
+
 def test_profile_needs_problems(tmp_path: Path) -> None:
     proc = run_cli("profile", "--backend", "torch", "--out", str(tmp_path), cwd=tmp_path)
     assert proc.returncode == 2
@@ -156,16 +166,18 @@ def test_tensorboard_lists_the_profiled_case(tmp_path: Path) -> None:
     case = _case("winograd-f4")
     profile_ready(ready(case), traces, steps=2)
     port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(traces),
-         "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    log = tmp_path / "tensorboard.log"
+    with open(log, "w") as sink:  # a file, not a pipe nobody reads while polling
+        server = subprocess.Popen(
+            [sys.executable, "-m", "tensorboard.main", "--logdir", str(traces),
+             "--host", "127.0.0.1", "--port", str(port)],
+            stdout=sink, stderr=subprocess.STDOUT,
+        )  # fmt: skip
     api = f"http://127.0.0.1:{port}/data/plugin/pytorch_profiler"
     try:
         deadline, runs = time.monotonic() + 120, {}
         while time.monotonic() < deadline:
-            assert server.poll() is None, server.communicate()[1][-2000:]
+            assert server.poll() is None, log.read_text()[-2000:]
             try:
                 runs = _get(f"{api}/runs")
             except OSError:  # not listening yet
@@ -182,3 +194,13 @@ def test_tensorboard_lists_the_profiled_case(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_a_failed_profile_keeps_the_timing(tmp_path: Path) -> None:
+    store = RunStore.create(tmp_path)
+    (store.path / "traces").write_text("a file where the traces folder should be")
+    config = SweepConfig(["torch"], timing=TimingConfig.quick(), profile_steps=2)
+    (record,) = run_sweep([Workload(SPEC, "randn")], config, store)
+    assert record.status == "ok" and record.median_s and record.median_s > 0
+    assert record.trace == "" and record.stages == {}
+    assert record.reason.startswith("not profiled: ")

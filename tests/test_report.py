@@ -15,7 +15,9 @@ from convbench.spec import parse
 
 TESTS = Path(__file__).resolve().parent
 # A name and an error text that would run script if the page took them for HTML.
-CRAFTED = "x</script><script>window.__pwned=2</script><img/src=x/onerror=window.__pwned=1>"
+CRAFTED = (
+    "x<b>bold</b></script><script>window.__pwned=2</script><img/src=x/onerror=window.__pwned=1>"
+)
 HOSTILE = '<script>window.__pwned=3</script><img src=x onerror="window.__pwned=4">'
 PLUGINS = {
     "PYTHONPATH": str(TESTS),
@@ -84,6 +86,8 @@ def test_report_in_a_browser(browser, profiled: tuple[str, Path]) -> None:  # ty
         for key in CHARTS:
             assert page.locator(f"#chart-{key} .main-svg").count() >= 1, key
         assert page.locator("#chart-speedup .bars .point").count() > 0
+        ticks = page.locator("#chart-speedup .xtick text").all_text_contents()
+        assert CRAFTED in ticks  # plotly shows the characters, and makes no markup of them
         assert page.locator("#chart-errors .scatterlayer .point").count() > 0
 
         table = page.locator("#records")
@@ -178,3 +182,29 @@ def test_table_sorts_empty_cells_last_and_filters_by_column(browser, tmp_path: P
 
 def test_spec_parse_keeps_the_crafted_name() -> None:
     assert parse(SPECS[0]).name == CRAFTED
+
+
+def test_infinite_and_missing_values_render(tmp_path: Path) -> None:
+    from convbench.report.report import LoadedRun, render_report
+    from convbench.results import Record, RunStore
+
+    def record(backend: str, error: float | None, median: float | None) -> Record:
+        return Record(
+            run_id="r", spec=SPECS[1], name="one_by_one", backend=backend, device="cpu",
+            dtype="float16", status="inaccurate" if error != 1e-4 else "ok", median_s=median,
+            rel_l2_error=error, tolerance=1e-3, gflops=None if median is None else 1.0,
+        )  # fmt: skip
+
+    records = [record("torch", 1e-4, 1e-3), record("a", float("inf"), 2e-3)]
+    records.append(record("b", float("nan"), None))
+    text = render_report([LoadedRun(RunStore(tmp_path, "r"), records, {})], tmp_path / "r.html")
+    block = text.split('id="chart-data">', 1)[1].split("</script>", 1)[0]
+    assert "null" in block and "Infinity" not in block and "NaN" not in block
+    assert ">inf<" in text and ">nan<" in text  # the table says what happened
+
+
+def test_unwritable_out_is_one_line(tmp_path: Path, profiled: tuple[str, Path]) -> None:
+    proc = run_cli("report", str(profiled[1]), "--out", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"convbench: error: cannot write {tmp_path}: ")

@@ -3,9 +3,11 @@
 Cases are matched by (spec, backend, device, dtype). A change of speed counts only when it is
 both larger than the threshold and significant on the raw samples (two-sided Mann-Whitney U,
 which assumes nothing of the samples' distribution: timing samples are skewed, with a long
-tail of slow outliers). A change of accuracy counts when a result crosses its tolerance or
-its error moves by more than a factor; errors are deterministic for the same seed, so no test
-is needed there.
+tail of slow outliers). A change over the threshold between runs with too few samples for the
+test to ever reach significance is ``untested``: shown, not counted. A change of accuracy
+counts when a result crosses its tolerance or its error moves by more than a factor (errors
+under a thousandth of the tolerance count as rounding); errors are deterministic for the same
+seed, so no test is needed there.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from scipy.stats import mannwhitneyu
 
-from convbench.report.page import Cell, Column, Page, esc, fmt_num, hline
+from convbench.report.page import Cell, Column, Page, esc, fmt_num, hline, plot_text
 from convbench.report.report import LoadedRun
 from convbench.report.summary import format_seconds
 from convbench.results import Record
@@ -38,6 +40,7 @@ VERDICTS = (
     "failed",
     "less accurate",
     "slower",
+    "untested",
     "faster",
     "more accurate",
     "unchanged",
@@ -101,20 +104,21 @@ def environment_diff(base: dict[str, Any], new: dict[str, Any]) -> list[tuple[st
 
 
 def _error_verdict(base: Record, new: Record, factor: float) -> tuple[str | None, float | None]:
-    ratio = None
-    if base.rel_l2_error is not None and new.rel_l2_error is not None:
-        ratio = (
-            new.rel_l2_error / base.rel_l2_error
-            if base.rel_l2_error > 0
-            else (math.inf if new.rel_l2_error > 0 else 1.0)
-        )
     if base.status == "ok" and new.status == "inaccurate":
-        return "less accurate", ratio
+        return "less accurate", None
     if base.status == "inaccurate" and new.status == "ok":
-        return "more accurate", ratio
-    if ratio is not None and ratio > factor:
+        return "more accurate", None
+    if base.rel_l2_error is None or new.rel_l2_error is None:
+        return None, None
+    # Errors under a thousandth of the tolerance are rounding: 0 against 1e-18 (float64 torch
+    # takes the reference's own path) is no change.
+    tolerance = new.tolerance or base.tolerance or 0.0
+    floor = tolerance * 1e-3
+    a, b = max(base.rel_l2_error, floor), max(new.rel_l2_error, floor)
+    ratio = b / a if a > 0 else (1.0 if b == 0 else math.inf)
+    if ratio > factor:
         return "less accurate", ratio
-    if ratio is not None and ratio < 1 / factor:
+    if ratio < 1 / factor:
         return "more accurate", ratio
     return None, ratio
 
@@ -129,7 +133,8 @@ def _speed_verdict(
     # The smallest two-sided p the test can give is 2 / C(n + m, n): with 3 and 3 samples
     # (a --quick run) it is 0.1, and no change could ever be significant.
     if n == 0 or m == 0 or 2 / math.comb(n + m, n) >= alpha:
-        return None, ratio, None, f"{n} and {m} samples cannot reach p < {alpha:g}: not tested"
+        note = f"{n} and {m} samples cannot reach p < {alpha:g}"
+        return ("untested" if abs(ratio - 1) * 100 > threshold else None), ratio, None, note
     p = float(mannwhitneyu(base.samples_s, new.samples_s, alternative="two-sided").pvalue)
     if abs(ratio - 1) * 100 <= threshold or not p < alpha:
         return None, ratio, p, ""
@@ -147,7 +152,7 @@ def _judge(base: Record, new: Record, threshold: float, alpha: float, factor: fl
     accuracy, error_ratio = _error_verdict(base, new, factor)
     speed, ratio, p, note = _speed_verdict(base, new, threshold, alpha)
     # The worse of the two is what the case is listed under; both figures are kept.
-    for verdict in ("less accurate", "slower", "faster", "more accurate"):
+    for verdict in ("less accurate", "slower", "untested", "faster", "more accurate"):
         if verdict in (accuracy, speed):
             return Change(key, name, verdict, base, new, ratio, p, error_ratio, note)
     return Change(key, name, "unchanged", base, new, ratio, p, error_ratio, note)
@@ -249,7 +254,7 @@ def render_comparison(c: Comparison, base: LoadedRun, new: LoadedRun) -> str:
             {
                 "type": "bar",
                 "name": "new / base",
-                "x": [f"{ch.name} | {ch.key[1]} {ch.key[2]} {ch.key[3]}" for ch in timed],
+                "x": [plot_text(f"{ch.name} | {' '.join(ch.key[1:])}") for ch in timed],
                 "y": [ch.ratio for ch in timed],
                 "marker": {"color": [colours.get(ch.verdict, "#8a93a6") for ch in timed]},
                 "text": [ch.verdict for ch in timed],

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-__all__ = ["Cell", "Column", "Page", "esc", "fmt_num", "hline"]
+__all__ = ["Cell", "Column", "Page", "esc", "fmt_num", "hline", "plot_text"]
 
 
 def esc(value: object) -> str:
@@ -29,10 +29,30 @@ def esc(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
+def plot_text(value: object) -> str:
+    """Text for plotly, which reads ``<a href>``, ``<b>``, ``<span style>`` in labels as markup:
+    escaped, plotly shows the characters as they are (it decodes ``&lt;``, ``&gt;``, ``&amp;``
+    back to text, but not ``&quot;``, hence ``quote=False``)."""
+    return html.escape(str(value), quote=False)
+
+
 def fmt_num(value: float | None, spec: str = ".3g", suffix: str = "") -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    if value is None:
         return "-"
+    if not math.isfinite(value):
+        return str(value)  # inf, nan: a real outcome (an overflow), not a missing value
     return f"{value:{spec}}{suffix}"
+
+
+def _finite(data: Any) -> Any:
+    """``data`` with every infinite or NaN number as ``None``, which JSON has and plotly skips."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_finite(v) for v in data]
+    return data
 
 
 def hline(y: float, color: str = "#444", dash: str = "dash") -> dict[str, Any]:
@@ -45,7 +65,7 @@ def hline(y: float, color: str = "#444", dash: str = "dash") -> dict[str, Any]:
 
 def _json_for_script(data: Any) -> str:
     """JSON that is safe inside a ``<script>`` element whatever strings it holds."""
-    text = json.dumps(data, allow_nan=False, separators=(",", ":"))
+    text = json.dumps(_finite(data), allow_nan=False, separators=(",", ":"))
     return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
 
 

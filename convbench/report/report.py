@@ -8,17 +8,18 @@ across backends (charts); and every record, sortable and filterable, linked to i
 from __future__ import annotations
 
 import os
+import re
 import urllib.parse
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from convbench.report.page import Cell, Column, Page, esc, fmt_num, hline
+from convbench.report.page import Cell, Column, Page, esc, fmt_num, hline, plot_text
 from convbench.report.summary import format_bytes, format_seconds, summarize_cases
 from convbench.results import Record, RunStore
 
-__all__ = ["REPORT", "LoadedRun", "load", "render_report", "write_report"]
+__all__ = ["REPORT", "LoadedRun", "load", "render_report"]
 
 REPORT = "report.html"
 MIB = 2**20
@@ -56,9 +57,16 @@ class _Labels:
         records = [r for run in runs for r in run.records]
         self.many_runs = len(runs) > 1
         self.many_kinds = len({(r.device, r.dtype) for r in records}) > 1
+        specs: dict[str, set[str]] = {}
+        for r in records:
+            specs.setdefault(r.name, set()).add(r.spec)
+        # A name that two problems share (one layer at two minibatches) gets its descriptor.
+        self.shared = {name for name, s in specs.items() if name and len(s) > 1}
 
     def __call__(self, r: Record) -> str:
         label = r.name or r.spec
+        if r.name in self.shared:
+            label += " " + re.sub(r'_n".*"$', "", r.spec.split()[-1])
         if self.many_kinds:
             label += f" [{r.device} {r.dtype}]"
         return f"{r.run_id} {label}" if self.many_runs else label
@@ -220,7 +228,10 @@ def _records(runs: list[LoadedRun], label: _Labels, out: Path) -> str:
     return Page.table("records", columns, rows, row_classes=classes)
 
 
-def _charts(page: Page, runs: list[LoadedRun], label: _Labels) -> str:
+def _charts(page: Page, runs: list[LoadedRun], labels: _Labels) -> str:
+    def label(r: Record) -> str:
+        return plot_text(labels(r))
+
     records = [(run, r) for run in runs for r in run.records]
     backends = list(dict.fromkeys(r.backend for _, r in records))
     colour = {b: PALETTE[i % len(PALETTE)] for i, b in enumerate(backends)}
@@ -252,7 +263,7 @@ def _charts(page: Page, runs: list[LoadedRun], label: _Labels) -> str:
                 out.append(
                     {
                         "type": "bar",
-                        "name": b,
+                        "name": plot_text(b),
                         "x": [x for x, _ in points],
                         "y": [y for _, y in points],
                         "marker": {"color": colour[b]},
@@ -286,8 +297,8 @@ def _charts(page: Page, runs: list[LoadedRun], label: _Labels) -> str:
             continue
         errors.append(
             {
-                "type": "scatter", "mode": "markers", "name": b,
-                "x": [b] * len(mine), "y": [max(r.rel_l2_error, 1e-17) for r in mine],
+                "type": "scatter", "mode": "markers", "name": plot_text(b),
+                "x": [plot_text(b)] * len(mine), "y": [max(r.rel_l2_error, 1e-17) for r in mine],
                 "text": [f"{label(r)}: {r.rel_l2_error:.2e} ({r.status})" for r in mine],
                 "hoverinfo": "text",
                 "marker": {"color": colour[b], "size": 8, "opacity": 0.7,
@@ -302,7 +313,8 @@ def _charts(page: Page, runs: list[LoadedRun], label: _Labels) -> str:
         errors.append(
             {
                 "type": "scatter", "mode": "markers", "name": "tolerance",
-                "x": [b for b, _ in sorted(tolerances)], "y": [t for _, t in sorted(tolerances)],
+                "x": [plot_text(b) for b, _ in sorted(tolerances)],
+                "y": [t for _, t in sorted(tolerances)],
                 "marker": {"symbol": "line-ew-open", "size": 36, "color": "#b3261e",
                            "line": {"width": 2}},
                 "hovertemplate": "tolerance %{y:.0e}<extra></extra>",
@@ -325,7 +337,7 @@ def _charts(page: Page, runs: list[LoadedRun], label: _Labels) -> str:
         for device in sorted({r.device for r in run.records}):
             peak = _peak(run, device)
             if peak:
-                name = f"{run.run_id} {device}" if len(runs) > 1 else device
+                name = plot_text(f"{run.run_id} {device}" if len(runs) > 1 else device)
                 peaks.append((name, peak))
     shapes = [hline(p, "#b3261e", "dot") for _, p in peaks]
     notes = [
@@ -383,9 +395,3 @@ def render_report(runs: list[LoadedRun], out: Path) -> str:
         "Every case. Click a column to sort; type to filter. Times are per call.",
     )
     return page.render(", ".join(run.run_id for run in runs))
-
-
-def write_report(runs: list[LoadedRun], out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_report(runs, out), encoding="utf-8")
-    return out
