@@ -344,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --- run --------------------------------------------------------------------------------------
 
+_SOURCES = ("suite", "spec", "batch_file", "grid", "fuzz")  # where problems come from
 _SELECTION = (
     "suite",
     "spec",
@@ -390,7 +391,7 @@ def _new_config(args: argparse.Namespace) -> dict[str, Any]:
         dtypes = [parse_dtype(t) for t in (args.dtype or "float32").split(",")]
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    sources = any(getattr(args, k) for k in ("suite", "spec", "batch_file", "grid", "fuzz"))
+    sources = any(getattr(args, k) for k in _SOURCES)
     workloads = collect(
         suites=args.suite or ([] if sources else [DEFAULT_SUITE]),
         specs=args.spec or [],
@@ -411,9 +412,9 @@ def _new_config(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed or 0,
         "quick": bool(args.quick),
         "max_memory": args.max_memory,
-        "profile_steps": args.steps
-        if args.command == "profile"
-        else PROFILE_STEPS * bool(args.profile),
+        "profile_steps": (
+            args.steps if args.command == "profile" else PROFILE_STEPS if args.profile else 0
+        ),
         "argv": sys.argv[1:],
     }
 
@@ -443,12 +444,8 @@ def _print_summary(console: Console, records: list[Record]) -> None:
             format_seconds(row.median_s),
             f"{row.speedup_vs_torch:.2f}x" if row.speedup_vs_torch else "-",
             format_bytes(row.peak_bytes),
-            f"{format_bytes(row.least_bytes)} ({row.least_bytes_backend})"
-            if row.least_bytes is not None
-            else "-",
-            f"{row.worst_error:.1e} ({row.worst_error_backend})"
-            if row.worst_error is not None
-            else "-",
+            row.least_bytes_text,
+            row.worst_error_text,
             " ".join(f"{n} {s}" for s, n in sorted(row.statuses.items())),
         )
     console.print(table)
@@ -584,7 +581,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     console = _console()
     records, total, wall, interrupted = _sweep(store, config)
     _print_summary(console, records)
-    _write_run_report(console, store)
+    _write_run_report(console, store, records)
     console.print(
         f"wall time {wall:.1f} s; results: {store.path}",
         markup=False,
@@ -632,13 +629,13 @@ def _print_stages(console: Console, store: RunStore, r: Record) -> None:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    if not any(getattr(args, k) for k in ("suite", "spec", "batch_file", "grid", "fuzz")):
+    if not any(getattr(args, k) for k in _SOURCES):
         raise UsageError("profile needs problems: --spec DESC (or --suite, --batch-file, --grid)")
     args.quick = True
     store, config = _start(args)
     console = _console()
     records, _, wall, interrupted = _sweep(store, config)
-    _write_run_report(console, store)
+    _write_run_report(console, store, records)
     for r in records:
         if r.trace:
             _print_stages(console, store, r)
@@ -666,11 +663,12 @@ def _find(ref: str, root: str) -> RunStore:
         raise UsageError(str(exc)) from None
 
 
-def _write_run_report(console: Console, store: RunStore) -> None:
+def _write_run_report(console: Console, store: RunStore, records: list[Record]) -> None:
     """The run's own report, written when it finishes. Whatever goes wrong writing it is
     reported in one line and changes neither the records nor the exit code."""
+    out = store.path / REPORT
     try:
-        path = _write(store.path / REPORT, render_report([load(store)], store.path / REPORT))
+        path = _write(out, render_report([load(store, records)], out))
     except Exception as exc:
         console.print(f"report not written: {type(exc).__name__}: {exc}", markup=False)
         return
@@ -678,7 +676,7 @@ def _write_run_report(console: Console, store: RunStore) -> None:
 
 
 def _write(path: Path, text: str) -> Path:
-    """Write a page, or say in one line why it cannot be written."""
+    """Write a file, or say in one line why it cannot be written."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
@@ -797,8 +795,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     runs = [gate.load_run(p) for p in paths]
     combined = gate.make_baseline(runs)
     if args.write_baseline:
-        args.baseline.parent.mkdir(parents=True, exist_ok=True)
-        args.baseline.write_text(json.dumps(combined, indent=1, sort_keys=True) + "\n")
+        _write(args.baseline, json.dumps(combined, indent=1, sort_keys=True) + "\n")
         print(
             f"baseline of {len(combined['ratios'])} ratios from {len(runs)} run(s): {args.baseline}"
         )

@@ -17,6 +17,7 @@ import hashlib
 import re
 from collections import defaultdict
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,12 +49,14 @@ class Stage:
 
 @dataclass(frozen=True)
 class Profile:
-    """A profiled case: its trace file, the mean wall time of a profiled step, its stages."""
+    """A profiled case: its trace file, the mean wall time of a profiled step, its stages
+    (largest first), and the time of each stage that says what it costs: the kernels' device
+    time on CUDA, where the CPU only launches them; the CPU time on the CPU."""
 
     trace: Path
-    steps: int
     step_s: float
     stages: list[Stage]
+    seconds: dict[str, float]
 
 
 def _slug(text: str) -> str:
@@ -109,7 +112,7 @@ def profile_ready(r: Ready, traces: Path, steps: int = 5) -> Profile:
     worker = worker_name(r.case)
     before = set(folder.glob(f"{worker}.*.pt.trace.json"))
     activities = [ProfilerActivity.CPU]
-    if r.case.device.startswith("cuda"):
+    if r.case.device.startswith("cuda"):  # the kernels, on the device's own clock
         activities.append(ProfilerActivity.CUDA)
     write = tensorboard_trace_handler(str(folder), worker_name=worker)
     events: list[FunctionEvent] = []
@@ -136,5 +139,6 @@ def profile_ready(r: Ready, traces: Path, steps: int = 5) -> Profile:
     if not written:
         raise RuntimeError(f"the profiler wrote no trace into {folder}")
     step_s, stages = _stages(events, steps)
-    stages.sort(key=lambda s: -(s.device_s or s.cpu_s))
-    return Profile(written[-1], steps, step_s, stages)
+    cost = attrgetter("device_s" if r.case.device.startswith("cuda") else "cpu_s")
+    stages.sort(key=cost, reverse=True)
+    return Profile(written[-1], step_s, stages, {s.name: cost(s) for s in stages})

@@ -242,12 +242,7 @@ def _run_case(
             notes.append(f"not profiled: {type(exc).__name__}: {exc}")
         else:
             profiled = dict(
-                trace=p.trace.relative_to(store).as_posix(),
-                profile_s=p.step_s,
-                stages={
-                    s.name: s.device_s if case.device.startswith("cuda") else s.cpu_s
-                    for s in p.stages
-                },
+                trace=p.trace.relative_to(store).as_posix(), profile_s=p.step_s, stages=p.seconds
             )
     err = r.accuracy.rel_l2_error
     if not r.accurate:

@@ -41,12 +41,13 @@ class LoadedRun:
         return self.store.run_id
 
 
-def load(store: RunStore) -> LoadedRun:
+def load(store: RunStore, records: list[Record] | None = None) -> LoadedRun:
+    """A run's records (read from its folder unless given) and its environment."""
     try:
         env = store.read_json(RunStore.ENVIRONMENT)
     except (OSError, ValueError):
         env = {}
-    return LoadedRun(store, store.records(), env)
+    return LoadedRun(store, store.records() if records is None else records, env)
 
 
 class _Labels:
@@ -152,24 +153,14 @@ def _winners(runs: list[LoadedRun], label: _Labels) -> str:
         by_key = {(r.spec, r.device, r.dtype): r for r in run.records}
         for s in summarize_cases(run.records):
             first = by_key[(s.spec, s.device, s.dtype)]
-            least = (
-                f"{format_bytes(s.least_bytes)} ({s.least_bytes_backend})"
-                if s.least_bytes is not None
-                else "-"
-            )
-            worst = (
-                f"{s.worst_error:.1e} ({s.worst_error_backend})"
-                if s.worst_error is not None
-                else "-"
-            )
             rows.append(
                 [
                     Cell(label(first)), Cell(s.device), Cell(s.dtype), Cell(s.fastest or "-"),
                     Cell(format_seconds(s.median_s), s.median_s, cls="num"),
                     Cell(fmt_num(s.speedup_vs_torch, ".2f", "x"), s.speedup_vs_torch, cls="num"),
                     Cell(format_bytes(s.peak_bytes), s.peak_bytes, cls="num"),
-                    Cell(least, s.least_bytes, cls="num"),
-                    Cell(worst, s.worst_error, cls="num"),
+                    Cell(s.least_bytes_text, s.least_bytes, cls="num"),
+                    Cell(s.worst_error_text, s.worst_error, cls="num"),
                     Cell(" ".join(f"{n} {k}" for k, n in sorted(s.statuses.items()))),
                 ]
             )  # fmt: skip

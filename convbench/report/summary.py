@@ -28,6 +28,20 @@ class CaseSummary:
     least_bytes: int | None = None  # the smallest peak among correct results
     least_bytes_backend: str | None = None
 
+    @property
+    def least_bytes_text(self) -> str:
+        """``785 KiB (im2col)``: the least memory and whose it is."""
+        if self.least_bytes is None:
+            return "-"
+        return f"{format_bytes(self.least_bytes)} ({self.least_bytes_backend})"
+
+    @property
+    def worst_error_text(self) -> str:
+        """``3.6e-06 (winograd-f6)``: the worst error and whose it is."""
+        if self.worst_error is None:
+            return "-"
+        return f"{self.worst_error:.1e} ({self.worst_error_backend})"
+
 
 def summarize_cases(records: list[Record], reference_backend: str = "torch") -> list[CaseSummary]:
     """Group records by (spec, device, dtype), in the order they were first seen.
