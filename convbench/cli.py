@@ -20,7 +20,7 @@ from rich.markup import escape as esc_rich
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from convbench import __version__, backends
+from convbench import __version__, backends, verdicts
 from convbench.env import cpu_count, fingerprint
 from convbench.measure.timing import TimingConfig
 from convbench.profiling import TRACES
@@ -169,6 +169,12 @@ def _add_selection(parser: argparse.ArgumentParser, quick: bool = True) -> None:
         help="comma-separated dtypes: float32 (default), float64, float16, bfloat16",
     )
     sel.add_argument(
+        "--baseline",
+        default=None,
+        metavar="NAME",
+        help="the backend every speed-up is taken over, paired round by round (default: torch)",
+    )
+    sel.add_argument(
         "--threads",
         type=_positive,
         default=None,
@@ -274,21 +280,22 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument(
         "--threshold",
         type=_percent,
-        default=10.0,
+        default=verdicts.THRESHOLD,
         metavar="PCT",
-        help="smallest change of the median that counts, in %% (default: 10)",
+        help=f"smallest change of the median that counts, in %% (default: {verdicts.THRESHOLD:g})",
     )
     cmp.add_argument(
         "--alpha",
         type=_probability,
-        default=0.05,
-        help="significance level of the Mann-Whitney U test (default: 0.05)",
+        default=verdicts.ALPHA,
+        help=f"significance level, Holm-corrected over the cases (default: {verdicts.ALPHA:g})",
     )
     cmp.add_argument(
         "--error-factor",
         type=_ratio,
-        default=2.0,
-        help="an error that grows by more than this factor is less accurate (default: 2)",
+        default=verdicts.ERROR_FACTOR,
+        help="an error that grows by more than this factor is less accurate "
+        f"(default: {verdicts.ERROR_FACTOR:g})",
     )
     cmp.add_argument("--html", type=Path, default=None, metavar="FILE", help="also write a page")
     cmp.add_argument("--root", default="results", help="where run ids are looked up")
@@ -357,6 +364,7 @@ _SELECTION = (
     "device",
     "dtype",
     "threads",
+    "baseline",
     "quick",
     "max_memory",
     "profile",
@@ -384,7 +392,8 @@ def _new_config(args: argparse.Namespace) -> dict[str, Any]:
         if args.backend
         else backends.available(devices)
     )
-    for b in chosen:
+    baseline = args.baseline or "torch"
+    for b in [*chosen, baseline]:
         if b not in known:
             raise UsageError(f"unknown backend {b!r} (known: {', '.join(known)})")
     try:
@@ -409,6 +418,7 @@ def _new_config(args: argparse.Namespace) -> dict[str, Any]:
         "devices": devices,
         "dtypes": list(dict.fromkeys(dtypes)),
         "threads": args.threads or cpu_count(),
+        "baseline": baseline,
         "seed": args.seed or 0,
         "quick": bool(args.quick),
         "max_memory": args.max_memory,
@@ -428,7 +438,7 @@ def _print_summary(console: Console, records: list[Record]) -> None:
         ("dtype", "left"),
         ("fastest", "left"),
         ("time", "right"),
-        ("vs torch", "right"),
+        ("vs baseline [95% CI]", "right"),
         ("peak mem", "right"),
         ("least mem", "right"),
         ("worst rel. error", "right"),
@@ -440,9 +450,9 @@ def _print_summary(console: Console, records: list[Record]) -> None:
             esc_rich(row.name or row.spec),
             row.device,
             row.dtype,
-            row.fastest or "-",
+            row.winner_text,
             format_seconds(row.median_s),
-            f"{row.speedup_vs_torch:.2f}x" if row.speedup_vs_torch else "-",
+            row.speedup_text,
             format_bytes(row.peak_bytes),
             row.least_bytes_text,
             row.worst_error_text,
@@ -525,6 +535,7 @@ def _sweep(store: RunStore, config: dict[str, Any]) -> tuple[list[Record], int, 
         timing=TimingConfig.quick() if config["quick"] else TimingConfig(),
         max_memory=config["max_memory"],
         profile_steps=config.get("profile_steps", 0),
+        baseline=config.get("baseline", "torch"),
     )
     done = {r.key for r in store.records()}
     total = len(workloads) * len(sweep.backends) * len(sweep.devices) * len(sweep.dtypes)
@@ -694,20 +705,32 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from convbench.report.compare import (
-        BAD,
-        CHANGE_COLUMNS,
-        change_cells,
-        compare,
-        render_comparison,
-    )
+    from convbench.report.compare import render_comparison
 
     base, new = load(_find(args.base, args.root)), load(_find(args.new, args.root))
-    c = compare(
-        base, new, threshold=args.threshold, alpha=args.alpha, error_factor=args.error_factor
+    c = verdicts.compare(
+        base.records,
+        new.records,
+        base.environment,
+        new.environment,
+        threshold=args.threshold,
+        alpha=args.alpha,
+        error_factor=args.error_factor,
     )
     console = _console()
     console.print(f"compare: base {base.store.path}, new {new.store.path}", markup=False)
+    print_comparison(console, c, "compare")
+    if args.html:
+        _write(args.html, render_comparison(c, base.run_id, new.run_id))
+        console.print(f"html: {args.html}", markup=False)
+    return EXIT_FAILED if c.worse else EXIT_OK
+
+
+def print_comparison(console: Console, c: verdicts.Comparison, command: str) -> None:
+    """A comparison's environment differences, changed cases, counts and conclusion, as
+    ``compare`` and ``ab`` print them."""
+    from convbench.report.compare import CHANGE_COLUMNS, change_cells
+
     if c.environment:
         env = Table("environment", "base", "new", title="environment differences")
         for key, a, b in c.environment:
@@ -725,21 +748,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
         f"{len(c.changes)} cases: " + ", ".join(f"{n} {v}" for v, n in c.counts.items()),
         markup=False,
     )
-    if args.html:
-        _write(args.html, render_comparison(c, base, new))
-        console.print(f"html: {args.html}", markup=False)
     untested = c.counts.get("untested", 0)
     if untested:
         console.print(
-            f"[yellow]compare: {untested} cases moved by more than {c.threshold:g} % with too "
+            f"[yellow]{command}: {untested} cases moved by more than {c.threshold:g} % with too "
             "few samples to test (a --quick run takes 3); run them without --quick to tell[/]"
         )
     if c.worse:
-        worse = ", ".join(f"{n} {v}" for v, n in c.counts.items() if v in BAD)
-        console.print(f"[red]compare: WORSE: {worse}[/]")
-        return EXIT_FAILED
-    console.print("compare: nothing got significantly slower or less accurate")
-    return EXIT_OK
+        worse = ", ".join(f"{n} {v}" for v, n in c.counts.items() if v in verdicts.BAD)
+        console.print(f"[red]{command}: WORSE: {worse}[/]")
+    else:
+        console.print(f"{command}: nothing got significantly slower or less accurate")
 
 
 # --- list -------------------------------------------------------------------------------------

@@ -52,6 +52,18 @@ class Record:
     max_abs_error: float | None = None
     tolerance: float | None = None
     noisy: bool = False
+    # Paired timing: the backends of one problem timed in interleaved rounds. ``speedup`` is
+    # the baseline backend's time over this one's (median of the per-round ratios), with its
+    # 95 % confidence interval; an interval that contains 1 is no verdict either way.
+    baseline: str = ""
+    rounds: int = 0
+    speedup: float | None = None
+    speedup_lo: float | None = None
+    speedup_hi: float | None = None
+    # Instructions of one call counted under callgrind (``run --instructions``), and the other
+    # events callgrind counted per call (cache misses with ``--cache-sim``).
+    instructions: float | None = None
+    callgrind_events: dict[str, float] = field(default_factory=dict)
     algorithm: str = ""
     algorithm_params: dict[str, Any] = field(default_factory=dict)
     trace: str = ""  # the profiler trace, relative to the run folder ("" if not profiled)
@@ -96,6 +108,7 @@ class RunStore:
     RECORDS = "records.jsonl"
     ENVIRONMENT = "environment.json"
     CONFIG = "run.json"
+    INSTRUCTIONS = "instructions.json"  # counts of a second pass (``run --instructions``)
 
     def __init__(self, root: str | Path, run_id: str) -> None:
         self.run_id = run_id
@@ -151,6 +164,15 @@ class RunStore:
                 out.append(Record.from_dict(json.loads(line)))
             except (json.JSONDecodeError, TypeError, ValueError):
                 continue  # a line cut short by a crash
+        counts = self.path / self.INSTRUCTIONS
+        if counts.exists():  # written after the records, so merged into them on reading
+            by_key = {
+                case_key(c["spec"], c["backend"], c["device"], c["dtype"]): c
+                for c in json.loads(counts.read_text())["cases"]
+            }
+            for r in out:
+                if c := by_key.get(r.key):
+                    r.instructions, r.callgrind_events = c["instructions"], c["events"]
         return out
 
     def repair(self) -> None:

@@ -1,13 +1,19 @@
 """Turns workloads × backends × devices × dtypes into records.
 
 Order: all cases of one workload together, so its seeded inputs and float64 reference are made
-once and shared. Isolation: whatever one case raises becomes that case's ``failed`` record and
-the sweep goes on; only ``KeyboardInterrupt`` stops it, after the records already written.
+once and shared. Pairing: the backends of one problem on one device and dtype are prepared
+together and timed in interleaved rounds (``measure_rounds``), so each one's speed-up over the
+baseline backend comes from per-round ratios with a confidence interval, untouched by what the
+machine did between one backend and the next. Isolation: whatever one case raises becomes that
+case's ``failed`` record and the sweep goes on; only ``KeyboardInterrupt`` stops it, after the
+records already written.
 """
 
 from __future__ import annotations
 
 import gc
+import itertools
+import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -22,7 +28,7 @@ from convbench.backends.base import UnsupportedConfig, conv_input
 from convbench.inputs import Inputs, make_inputs
 from convbench.measure.accuracy import Accuracy, compare
 from convbench.measure.memory import allocation
-from convbench.measure.timing import TimingConfig, measure
+from convbench.measure.timing import Clock, Rounds, TimingConfig, measure_rounds
 from convbench.profiling import TRACES, profile_ready
 from convbench.results import Record, RunStore, case_key
 from convbench.spec import ConvSpec
@@ -96,6 +102,7 @@ class SweepConfig:
     seed: int = 0
     max_memory: int | None = None
     profile_steps: int = 0  # profile each case for this many steps after timing it (0: no)
+    baseline: str = "torch"  # the backend every speed-up is taken over
 
 
 def plan(workloads: Iterable[Workload], config: SweepConfig) -> list[Case]:
@@ -222,17 +229,15 @@ def ready(case: Case, seed: int = 0) -> Ready:
     return make_ready(case, inputs, reference(case.spec, inputs))
 
 
-def _run_case(
-    case: Case,
-    inputs: Inputs,
-    ref: torch.Tensor,
+def _record(
+    r: Ready,
+    rounds: Rounds,
     config: SweepConfig,
     base: dict[str, object],
     store: Path,
 ) -> Record:
-    r = make_ready(case, inputs, ref)
-    with torch.no_grad():
-        timing = measure(r.run, case.device, config.timing)
+    """The record of one timed case, profiled afterwards if asked."""
+    case, timing = r.case, rounds.timings[r.case.backend]
     profiled: dict[str, Any] = {}
     notes = []
     if config.profile_steps:
@@ -247,6 +252,7 @@ def _run_case(
     err = r.accuracy.rel_l2_error
     if not r.accurate:
         notes.insert(0, f"relative L2 error {err:.3g} exceeds the tolerance {r.tolerance:.3g}")
+    speedup = rounds.speedup(case.backend)
     return Record(
         **base,  # type: ignore[arg-type]
         status="ok" if r.accurate else "inaccurate",
@@ -268,6 +274,11 @@ def _run_case(
         noisy=timing.noisy,
         algorithm=r.algorithm,
         algorithm_params=r.params,
+        baseline=rounds.baseline or "",
+        rounds=rounds.count,
+        speedup=speedup.value if speedup else None,
+        speedup_lo=speedup.lo if speedup else None,
+        speedup_hi=speedup.hi if speedup else None,
         **profiled,
     )
 
@@ -290,6 +301,35 @@ def _skip_reason(case: Case, config: SweepConfig) -> str | None:
 OnRecord = Callable[[Case, Record, int, int], None]
 
 
+def _base(case: Case, config: SweepConfig, run_id: str) -> dict[str, object]:
+    """The fields every record of ``case`` has, whatever its outcome."""
+    return dict(
+        run_id=run_id,
+        spec=case.spec.format(),
+        name=case.spec.name,
+        backend=case.backend,
+        device=case.device,
+        dtype=case.dtype,
+        fill=case.workload.fill,
+        seed=config.seed,
+        threads=config.threads,
+        flops=case.spec.flops,
+        layer_repeat=case.spec.repeat,
+    )
+
+
+def _failure(base: dict[str, object], exc: Exception) -> Record:
+    if isinstance(exc, UnsupportedConfig):
+        return Record(**base, status="unsupported", reason=str(exc))  # type: ignore[arg-type]
+    return Record(**base, status="failed", reason=f"{type(exc).__name__}: {exc}".strip())  # type: ignore[arg-type]
+
+
+def _groups(cases: list[Case]) -> list[list[Case]]:
+    """The cases of one problem on one device and dtype: what is timed side by side."""
+    key: Callable[[Case], tuple[Workload, str, str]] = lambda c: (c.workload, c.device, c.dtype)  # noqa: E731
+    return [list(g) for _, g in itertools.groupby(cases, key)]
+
+
 def run_sweep(
     workloads: Iterable[Workload],
     config: SweepConfig,
@@ -299,51 +339,69 @@ def run_sweep(
     on_start: Callable[[Case, int, int], None] | None = None,
     on_record: OnRecord | None = None,
 ) -> list[Record]:
-    """Run every case not in ``done``, appending each record to ``store`` as it finishes."""
+    """Run every case not in ``done``, appending each record to ``store`` as it finishes.
+
+    The baseline backend of a problem is timed beside the others even when its own record is
+    already ``done`` (a resumed run), so that every speed-up stays paired.
+    """
     torch.set_num_threads(config.threads)
-    cases = [c for c in plan(workloads, config) if c.key not in done]
+    cases = plan(workloads, config)
+    pending = [c for c in cases if c.key not in done]
     out: list[Record] = []
     current: tuple[Workload | None, Inputs | None, torch.Tensor | None] = (None, None, None)
-    for i, case in enumerate(cases):
-        if on_start:
-            on_start(case, i, len(cases))
-        base = dict(
-            run_id=store.run_id,
-            spec=case.spec.format(),
-            name=case.spec.name,
-            backend=case.backend,
-            device=case.device,
-            dtype=case.dtype,
-            fill=case.workload.fill,
-            seed=config.seed,
-            threads=config.threads,
-            flops=case.spec.flops,
-            layer_repeat=case.spec.repeat,
-        )
-        try:
-            reason = _skip_reason(case, config)
-            if reason:
-                record = Record(**base, status="unsupported", reason=reason)  # type: ignore[arg-type]
-            else:
+    rng = random.Random(config.seed)
+
+    def emit(case: Case, record: Record) -> None:
+        store.append(record)
+        out.append(record)
+        if on_record:
+            on_record(case, record, len(out) - 1, len(pending))
+
+    for group in _groups(cases):
+        todo = [c for c in group if c.key not in done]
+        if not todo:
+            continue
+        timed = todo + [c for c in group if c.backend == config.baseline and c.key in done]
+        readies: dict[str, Ready] = {}
+        for case in timed:
+            if case in todo and on_start:
+                on_start(case, len(out), len(pending))
+            base = _base(case, config, store.run_id)
+            try:
+                reason = _skip_reason(case, config)
+                if reason:
+                    raise UnsupportedConfig(reason)
                 if current[0] != case.workload:
                     current = (None, None, None)
                     gc.collect()
                     inputs = make_inputs(case.spec, case.workload.fill, config.seed)
                     current = (case.workload, inputs, reference(case.spec, inputs))
-                record = _run_case(case, current[1], current[2], config, base, store.path)  # type: ignore[arg-type]
-        except UnsupportedConfig as exc:
-            record = Record(**base, status="unsupported", reason=str(exc))  # type: ignore[arg-type]
-        except Exception as exc:  # isolation: any error is this case's failure
-            record = Record(
-                **base,
-                status="failed",  # type: ignore[arg-type]
-                reason=f"{type(exc).__name__}: {exc}".strip(),
-            )
-        finally:
-            if case.device == "cuda" and torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        store.append(record)
-        out.append(record)
-        if on_record:
-            on_record(case, record, i, len(cases))
+                readies[case.backend] = make_ready(case, current[1], current[2])  # type: ignore[arg-type]
+            except Exception as exc:  # isolation: any error is this case's record
+                if case in todo:
+                    emit(case, _failure(base, exc))
+        if readies:
+            clock = Clock(group[0].device)
+            with torch.no_grad():
+                rounds = measure_rounds(
+                    {b: clock.sampler(r.run) for b, r in readies.items()},
+                    config.timing,
+                    baseline=config.baseline,
+                    rng=rng,
+                )
+        for backend, r in readies.items():
+            case = r.case
+            if case not in todo:
+                continue
+            base = _base(case, config, store.run_id)
+            try:
+                if backend in rounds.errors:
+                    raise rounds.errors[backend]  # type: ignore[misc]
+                record = _record(r, rounds, config, base, store.path)
+            except Exception as exc:
+                record = _failure(base, exc)
+            emit(case, record)
+        readies.clear()
+        if group[0].device == "cuda" and torch.cuda.is_available():
+            torch.cuda.empty_cache()
     return out

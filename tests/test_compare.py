@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 from conftest import Visit, run_cli
 
-from convbench.report.compare import compare, environment_diff
-from convbench.report.report import LoadedRun
-from convbench.results import Record, RunStore
+from convbench.results import Record
+from convbench.verdicts import compare, environment_diff
 
 TESTS = Path(__file__).resolve().parent
 PLUGINS = {"PYTHONPATH": str(TESTS), "CONVBENCH_PLUGINS": "plugin_backends"}
@@ -27,12 +26,8 @@ def _record(spec: str, backend: str = "b", *, status: str = "ok", median: float 
     )  # fmt: skip
 
 
-def _run(records: list[Record], env: dict | None = None) -> LoadedRun:
-    return LoadedRun(RunStore("/nonexistent", "r"), records, env or {})
-
-
 def _verdicts(base: list[Record], new: list[Record], **kw: float) -> dict[str, str]:
-    c = compare(_run(base), _run(new), **kw)
+    c = compare(base, new, **kw)
     return {ch.key[0] + "/" + ch.key[1]: ch.verdict for ch in c.changes}
 
 
@@ -68,7 +63,7 @@ def test_verdicts() -> None:
         "few-big/b": "untested",  # 5x, shown, but not counted without a test
         "exact/b": "unchanged",  # 0 against 1e-18: rounding, far under the tolerance
     }
-    worse = {ch.key[0] for ch in compare(_run(base), _run(new)).worse}
+    worse = {ch.key[0] for ch in compare(base, new).worse}
     assert worse == {"slow", "err", "tol", "crash"}  # what makes the command exit 1
     assert _verdicts(base, new, threshold=2.0)["small/b"] == "slower"
     assert _verdicts(base, new, error_factor=5.0)["err/b"] == "unchanged"
@@ -79,10 +74,62 @@ def test_overlapping_samples_are_not_significant() -> None:
     new = [_record("x", median=1e-3, n=6, seed=9)]
     new[0].samples_s = [s * 1.3 for s in base[0].samples_s[:3]] + base[0].samples_s[3:]
     new[0].median_s = float(np.median(new[0].samples_s))
-    (change,) = compare(_run(base), _run(new)).changes
+    (change,) = compare(base, new).changes
     assert change.ratio is not None and change.ratio > 1.1  # over the threshold...
     assert change.p_value is not None and change.p_value > 0.05  # ...but not significant
     assert change.verdict == "unchanged"
+
+
+def _pair(spec: str, ratio: float, *, rounds: int = 30, drift: float = 0.3, noise: float = 0.01,
+          seed: int = 0) -> tuple[Record, Record]:  # fmt: skip
+    """Two sides of an ``ab`` case: each round's time drifts by up to ``drift`` (shared by both
+    sides), NEW takes ``ratio`` times BASE's, and each side adds its own ``noise``."""
+    rng = np.random.default_rng(seed)
+    machine = 1e-3 * (1 + drift * rng.random(rounds))
+    a = list(machine * (1 + noise * rng.standard_normal(rounds)))
+    b = list(machine * ratio * (1 + noise * rng.standard_normal(rounds)))
+    base, new = _record(spec), _record(spec)
+    base.samples_s, base.median_s = a, float(np.median(a))
+    new.samples_s, new.median_s = b, float(np.median(b))
+    return base, new
+
+
+def _paired(pairs: list[tuple[Record, Record]], **kw: float) -> dict[str, str]:
+    c = compare([p[0] for p in pairs], [p[1] for p in pairs], paired=True, **kw)
+    return {ch.key[0]: ch.verdict for ch in c.changes}
+
+
+def test_paired_verdicts_from_known_ratios() -> None:
+    pairs = [_pair("same", 1.0), _pair("slow5", 1.05), _pair("fast5", 0.95), _pair("slow2", 1.02)]
+    kw = {"threshold": 1.0}
+    assert _paired(pairs, **kw) == {
+        "same": "unchanged", "slow5": "slower", "fast5": "faster", "slow2": "slower",
+    }  # fmt: skip
+    assert _paired(pairs, threshold=3.0)["slow2"] == "unchanged"  # under the threshold
+    # Unpaired, the shared drift of 30 % hides the same 5 % entirely.
+    unpaired = compare([p[0] for p in pairs], [p[1] for p in pairs], threshold=1.0)
+    assert {ch.key[0]: ch.verdict for ch in unpaired.changes}["slow5"] == "unchanged"
+    c = compare([pairs[1][0]], [pairs[1][1]], paired=True)
+    (ch,) = c.changes
+    assert ch.ratio_ci is not None and ch.ratio_ci[0] <= 1.05 <= ch.ratio_ci[1]
+
+
+def test_paired_verdicts_are_holm_corrected() -> None:
+    # One case with p about 0.01: significant alone, not among 200 unchanged cases.
+    alone = [_pair("x", 1.004, rounds=20, noise=0.005, seed=4)]
+    c = compare([alone[0][0]], [alone[0][1]], paired=True, threshold=0.0)
+    p_alone = c.changes[0].p_value
+    assert p_alone is not None and p_alone < 0.05 and c.changes[0].verdict == "slower"
+    crowd = alone + [_pair(f"same{i}", 1.0, rounds=20, seed=100 + i) for i in range(199)]
+    c = compare([p[0] for p in crowd], [p[1] for p in crowd], paired=True, threshold=0.0)
+    x = next(ch for ch in c.changes if ch.key[0] == "x")
+    assert x.verdict == "unchanged" and x.p_value is not None and x.p_value > 10 * p_alone
+    assert not c.worse and c.paired
+
+
+def test_too_few_rounds_cannot_be_tested() -> None:
+    (ch,) = compare(*map(list, zip(_pair("x", 2.0, rounds=4), strict=True)), paired=True).changes
+    assert ch.verdict == "untested" and "4 rounds" in ch.note
 
 
 def test_environment_diff_is_flat_and_ignores_the_time() -> None:

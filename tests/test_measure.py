@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from convbench.measure.accuracy import compare
-from convbench.measure.timing import TimingConfig, measure, median_ci, summarize
+from convbench.measure.stats import median_ci
+from convbench.measure.timing import TimingConfig, measure, summarize
 
 samples_st = st.lists(st.floats(1e-6, 1.0, allow_nan=False), min_size=1, max_size=60)
 

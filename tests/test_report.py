@@ -113,7 +113,7 @@ def test_report_in_a_browser(browser, profiled: tuple[str, Path]) -> None:  # ty
         status.select_option("failed")
         visible = table.locator("tbody tr:not([hidden])")
         assert visible.count() == 3  # test-hostile twice, test-crash-1x1 on the 1x1 problem
-        assert set(visible.locator("td:nth-child(13)").all_inner_texts()) == {"failed"}
+        assert set(visible.locator("td:nth-child(14)").all_inner_texts()) == {"failed"}
         status.select_option("")
         page.locator('input.filter-text[data-table="records"]').fill("winograd")
         assert visible.count() == 2

@@ -62,9 +62,36 @@ def test_summary_picks_fastest_correct_backend() -> None:
         _rec(backend="broken", status="failed", reason="boom"),
     ]
     (row,) = summarize_cases(records)
-    assert row.fastest == "fast" and row.speedup_vs_torch == pytest.approx(2.0)
+    assert row.fastest == "fast" and row.speedup is not None
+    assert row.speedup.value == pytest.approx(2.0) and row.speedup_text == "2.00x"  # unpaired
     assert row.worst_error == 0.5 and row.worst_error_backend == "fast-but-wrong"
     assert row.statuses == {"ok": 2, "inaccurate": 1, "failed": 1}
+
+
+def test_summary_shows_a_lead_within_the_noise_as_a_tie() -> None:
+    paired = dict(baseline="torch", rounds=40, rel_l2_error=1e-7)
+    tie = [
+        _rec(backend="torch", median_s=1.00e-3, **paired),
+        _rec(backend="a", median_s=0.97e-3, speedup=1.03, speedup_lo=0.98, speedup_hi=1.07,
+             **paired),
+        _rec(backend="b", median_s=2e-3, speedup=0.5, speedup_lo=0.48, speedup_hi=0.52, **paired),
+    ]  # fmt: skip
+    (row,) = summarize_cases(tie)
+    assert row.winner_text == "a ≈ torch" and row.verdict == "not significant"
+    assert row.speedup_text == "1.03x n.s. [0.98-1.07]"
+    tie[1].speedup_lo = 1.01
+    (row,) = summarize_cases(tie)
+    assert row.winner_text == "a" and row.verdict == "faster"
+    assert row.speedup_text == "1.03x [1.01-1.07]"
+    # The baseline fastest, a runner-up not significantly slower: still a tie.
+    tie[1].median_s, tie[1].speedup, tie[1].speedup_lo, tie[1].speedup_hi = (
+        1.02e-3,
+        0.98,
+        0.95,
+        1.01,
+    )
+    (row,) = summarize_cases(tie)
+    assert row.fastest == "torch" and row.winner_text == "torch ≈ a"
 
 
 def test_format_seconds() -> None:

@@ -1,15 +1,25 @@
-"""Wall-clock timing of a callable, honest about its spread.
+"""Wall-clock timing, honest about its spread, of one callable or of several side by side.
 
-Warm up, then collect samples until the median is known to a set precision (the 95 %
-distribution-free confidence interval of the median, from order statistics) or the time budget
-is spent. Calls too short for the clock are grouped so that one sample lasts at least
-``min_sample_s``. On CUDA each sample is bracketed by CUDA events and the device is
-synchronised before the host reads anything.
+Several callables that are to be compared (the backends of one problem, two versions of one
+backend) are timed in interleaved *rounds*: every one once per round, in a fresh random order
+each round, so whatever the machine does over time — another process, a clock change, a warm
+or cold cache — hits all of them alike, and the per-round ratios cancel it (randomised
+interleaved trials: Laaber et al., EMSE 2019; duet benchmarking: Bulej et al., ICPE 2020).
+One callable alone is the one-participant case of the same loop.
+
+Each participant is warmed up, then its calls are grouped so that one sample lasts at least
+``min_sample_s`` (a call far shorter than the clock's resolution is timed ``number`` at a time
+and the sample divided by ``number``). Rounds go on until every participant's figure is known
+to ``rel_precision`` — its paired ratio to the baseline, or its own median without one, by the
+95 % distribution-free interval (order statistics) — or the time budget is spent. On CUDA each
+sample is bracketed by CUDA events and the device is synchronised before the host reads
+anything.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -17,7 +27,21 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["Timing", "TimingConfig", "measure", "median_ci", "summarize"]
+from convbench.measure.stats import Ratio, median_ci, paired_ratio
+
+__all__ = [
+    "Clock",
+    "Rounds",
+    "Sampler",
+    "Timing",
+    "TimingConfig",
+    "measure",
+    "measure_rounds",
+    "summarize",
+]
+
+Sampler = Callable[[int], float]
+"""Seconds taken by ``number`` back-to-back calls of one participant."""
 
 
 @dataclass(frozen=True)
@@ -55,16 +79,6 @@ class Timing:
         return len(self.samples_s)
 
 
-def median_ci(samples: list[float], z: float = 1.96) -> tuple[float, float]:
-    """Distribution-free confidence interval of the median (order statistics, normal approx.)."""
-    xs = sorted(samples)
-    n = len(xs)
-    half = z * math.sqrt(n) / 2
-    lo = max(0, math.floor(n / 2 - half))
-    hi = min(n - 1, math.ceil(n / 2 + half))
-    return xs[lo], xs[hi]
-
-
 def summarize(samples: list[float], number: int = 1, noisy_iqr: float = 0.1) -> Timing:
     """Median, interquartile range, min and mean of ``samples`` (seconds per call)."""
     if not samples:
@@ -86,8 +100,8 @@ def summarize(samples: list[float], number: int = 1, noisy_iqr: float = 0.1) -> 
     )
 
 
-class _Clock:
-    """Seconds taken by ``number`` calls, with the device synchronised before the reading."""
+class Clock:
+    """Seconds taken by ``number`` calls of ``fn``, read after the device is synchronised."""
 
     def __init__(self, device: str) -> None:
         self.cuda = device.startswith("cuda")
@@ -108,38 +122,133 @@ class _Clock:
             fn()
         return time.perf_counter() - t0
 
+    def sampler(self, fn: Callable[[], object]) -> Sampler:
+        return lambda number: self(fn, number)
+
+
+@dataclass(frozen=True)
+class Rounds:
+    """The participants' timings, sample ``i`` of each from round ``i``, and the participants
+    that raised (their samples are dropped; the others stay paired)."""
+
+    timings: dict[str, Timing]
+    errors: dict[str, BaseException]
+    baseline: str | None
+
+    @property
+    def count(self) -> int:
+        return min((t.repeats for t in self.timings.values()), default=0)
+
+    def speedup(self, name: str) -> Ratio | None:
+        """The baseline's time over ``name``'s, paired by round (above 1: ``name`` is faster)."""
+        if self.baseline not in self.timings or name == self.baseline or name not in self.timings:
+            return None
+        base = self.timings[self.baseline].samples_s  # type: ignore[index]
+        return paired_ratio(base, self.timings[name].samples_s)
+
+
+def _precise(samples: dict[str, list[float]], baseline: str | None, precision: float) -> bool:
+    """Whether every participant's figure is known to ``precision``: its paired ratio to the
+    baseline where there is one, else its own median."""
+    for name, xs in samples.items():
+        if baseline in samples and name != baseline:
+            if paired_ratio(samples[baseline], xs).precision > precision:  # type: ignore[index]
+                return False
+            continue
+        lo, hi = median_ci(xs)
+        med = statistics.median(xs)
+        if not med > 0 or (hi - lo) / (2 * med) > precision:
+            return False
+    return True
+
+
+def measure_rounds(
+    samplers: dict[str, Sampler],
+    config: TimingConfig | None = None,
+    *,
+    baseline: str | None = None,
+    rng: random.Random | None = None,
+    now: Callable[[], float] = time.perf_counter,
+) -> Rounds:
+    """Time the ``samplers`` side by side in interleaved rounds of random order.
+
+    The budget is ``config.budget_s`` per participant, so each gets as much time as it would
+    alone. ``now`` is the clock that budgets and warm-ups are read from (a test's own clock);
+    ``rng`` orders the rounds (seeded by a test). A participant that raises is dropped with
+    its samples, and its exception returned; the others go on.
+    """
+    cfg = config or TimingConfig()
+    rng = rng or random.Random()
+    errors: dict[str, BaseException] = {}
+    live = dict(samplers)
+
+    def take(name: str, number: int) -> float | None:
+        try:
+            return live[name](number)
+        except Exception as exc:
+            errors[name] = exc
+            del live[name]
+            return None
+
+    # Warm-up: caches, lazy initialisation, allocator pools, cuDNN/oneDNN primitive caches.
+    # How many calls make one sample follows from the median warm call (the first excluded):
+    # a single call can be an outlier, and a sample of one 200 µs call is mostly noise.
+    numbers: dict[str, int] = {}
+    for name in list(live):
+        start = now()
+        calls: list[float] = []
+        while len(calls) < max(cfg.min_warmup, 1) or now() - start < cfg.warmup_s:
+            one = take(name, 1)
+            if one is None:
+                break
+            calls.append(one)
+            if now() - start > cfg.budget_s:
+                break
+        if name in live:
+            one = statistics.median(calls[1:] or calls)
+            numbers[name] = (
+                1
+                if one >= cfg.min_sample_s
+                else min(10_000, math.ceil(cfg.min_sample_s / max(one, 1e-9)))
+            )
+
+    samples: dict[str, list[float]] = {name: [] for name in live}
+    budget = cfg.budget_s * max(len(live), 1)
+    t0 = now()
+    rounds = 0
+    while live and rounds < cfg.max_samples:
+        order = list(live)
+        rng.shuffle(order)
+        for name in order:
+            seconds = take(name, numbers[name])
+            if seconds is None:
+                for gone in set(samples) - set(live):
+                    del samples[gone]
+                continue
+            samples[name].append(seconds / numbers[name])
+        rounds += 1
+        if rounds < cfg.min_samples:
+            continue
+        if now() - t0 > budget:
+            break
+        if rounds >= 2 * cfg.min_samples and _precise(samples, baseline, cfg.rel_precision):
+            break
+    return Rounds(
+        {
+            name: summarize(xs, numbers[name], cfg.noisy_iqr)
+            for name, xs in samples.items()
+            if xs and name in live
+        },
+        errors,
+        baseline,
+    )
+
 
 def measure(
     fn: Callable[[], object], device: str = "cpu", config: TimingConfig | None = None
 ) -> Timing:
     """Time ``fn()`` — which must do the whole work and return — per the ``config``."""
-    cfg = config or TimingConfig()
-    clock = _Clock(device)
-    start = time.perf_counter()
-
-    # Warm-up: caches, lazy initialisation, allocator pools, cuDNN/oneDNN primitive caches.
-    one = clock(fn, 1)
-    warm = 1
-    while warm < cfg.min_warmup or time.perf_counter() - start < cfg.warmup_s:
-        one = clock(fn, 1)
-        warm += 1
-        if time.perf_counter() - start > cfg.budget_s:
-            break
-
-    number = (
-        1 if one >= cfg.min_sample_s else min(10_000, math.ceil(cfg.min_sample_s / max(one, 1e-9)))
-    )
-    samples: list[float] = []
-    t0 = time.perf_counter()
-    while len(samples) < cfg.max_samples:
-        samples.append(clock(fn, number) / number)
-        n = len(samples)
-        if n < cfg.min_samples:
-            continue
-        if time.perf_counter() - t0 > cfg.budget_s:
-            break
-        lo, hi = median_ci(samples)
-        med = statistics.median(samples)
-        if med > 0 and (hi - lo) / (2 * med) <= cfg.rel_precision and n >= 2 * cfg.min_samples:
-            break
-    return summarize(samples, number, cfg.noisy_iqr)
+    rounds = measure_rounds({"": Clock(device).sampler(fn)}, config)
+    if "" in rounds.errors:
+        raise rounds.errors[""]
+    return rounds.timings[""]

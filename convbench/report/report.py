@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from convbench.report.page import Cell, Column, Page, esc, fmt_num, hline, plot_text
-from convbench.report.summary import format_bytes, format_seconds, summarize_cases
+from convbench.report.summary import (
+    format_bytes,
+    format_seconds,
+    ratio_text,
+    speedup_of,
+    summarize_cases,
+)
 from convbench.results import Record, RunStore
 
 __all__ = ["REPORT", "LoadedRun", "load", "render_report"]
@@ -143,7 +149,8 @@ def _winners(runs: list[LoadedRun], label: _Labels) -> str:
     columns = [
         Column("case"), Column("device", filter=True), Column("dtype", filter=True),
         Column("winner", filter=True), Column("median", numeric=True),
-        Column("vs torch", numeric=True, title="torch's median over the winner's"),
+        Column("vs baseline", numeric=True, title="the baseline's time over the winner's: the "
+               "median of the per-round ratios and its 95 % interval; n.s.: it contains 1"),
         Column("winner's peak memory", numeric=True),
         Column("least memory (backend)", numeric=True),
         Column("worst error (backend)", numeric=True), Column("statuses"),
@@ -155,9 +162,9 @@ def _winners(runs: list[LoadedRun], label: _Labels) -> str:
             first = by_key[(s.spec, s.device, s.dtype)]
             rows.append(
                 [
-                    Cell(label(first)), Cell(s.device), Cell(s.dtype), Cell(s.fastest or "-"),
+                    Cell(label(first)), Cell(s.device), Cell(s.dtype), Cell(s.winner_text),
                     Cell(format_seconds(s.median_s), s.median_s, cls="num"),
-                    Cell(fmt_num(s.speedup_vs_torch, ".2f", "x"), s.speedup_vs_torch, cls="num"),
+                    Cell(s.speedup_text, s.speedup.value if s.speedup else None, cls="num"),
                     Cell(format_bytes(s.peak_bytes), s.peak_bytes, cls="num"),
                     Cell(s.least_bytes_text, s.least_bytes, cls="num"),
                     Cell(s.worst_error_text, s.worst_error, cls="num"),
@@ -173,12 +180,23 @@ def _href(out: Path, run: LoadedRun, trace: str) -> str:
     return urllib.parse.quote(Path(rel).as_posix())
 
 
+def _baselines(run: LoadedRun) -> dict[tuple[str, str, str], Record]:
+    """Each problem's timed baseline record (the one the run named, torch in older runs)."""
+    return {
+        (r.spec, r.device, r.dtype): r
+        for r in run.records
+        if r.status == "ok" and r.median_s and r.backend == (r.baseline or "torch")
+    }
+
+
 def _records(runs: list[LoadedRun], label: _Labels, out: Path) -> str:
     many = len(runs) > 1
     columns = [
         *([Column("run", filter=True)] if many else []),
         Column("case"), Column("backend", filter=True), Column("device", filter=True),
         Column("dtype", filter=True), Column("median", numeric=True),
+        Column("vs baseline", numeric=True, title="the baseline backend's time over this one's: "
+               "median of the per-round ratios, 95 % interval; n.s.: it contains 1"),
         Column("IQR", numeric=True, title="interquartile range of the samples, % of the median"),
         Column("GFLOP/s", numeric=True, title="direct-equivalent FLOPs over the median"),
         Column("% of GEMM peak", numeric=True, title="GFLOP/s over the measured GEMM peak"),
@@ -188,7 +206,9 @@ def _records(runs: list[LoadedRun], label: _Labels, out: Path) -> str:
     ]  # fmt: skip
     rows, classes = [], []
     for run in runs:
+        refs = _baselines(run)
         for r in run.records:
+            ratio = speedup_of(r, refs.get((r.spec, r.device, r.dtype)))
             peak = _peak(run, r.device)
             pct = 100 * r.gflops / peak if r.gflops and peak else None
             iqr = 100 * r.iqr_s / r.median_s if r.iqr_s is not None and r.median_s else None
@@ -202,6 +222,8 @@ def _records(runs: list[LoadedRun], label: _Labels, out: Path) -> str:
                          title=r.spec),
                     Cell(r.backend), Cell(r.device), Cell(r.dtype),
                     Cell(format_seconds(r.median_s), r.median_s, cls="num"),
+                    Cell(ratio_text(ratio) if ratio else "-", ratio.value if ratio else None,
+                         cls="num"),
                     Cell(fmt_num(iqr, ".1f", " %") + (" noisy" if r.noisy else ""), iqr,
                          cls="num"),
                     Cell(fmt_num(r.gflops, ".1f"), r.gflops, cls="num"),
@@ -228,9 +250,7 @@ def _charts(page: Page, runs: list[LoadedRun], labels: _Labels) -> str:
     colour = {b: PALETTE[i % len(PALETTE)] for i, b in enumerate(backends)}
     cases = list(dict.fromkeys(label(r) for _, r in records))
     ok = [(run, r) for run, r in records if r.status == "ok" and r.median_s]
-    torch_s = {
-        (run.run_id, r.spec, r.device, r.dtype): r.median_s for run, r in ok if r.backend == "torch"
-    }
+    refs = {run.run_id: _baselines(run) for run in runs}
 
     def layout(title: str, ytitle: str, log: bool = False, **extra: Any) -> dict[str, Any]:
         return {
@@ -243,39 +263,45 @@ def _charts(page: Page, runs: list[LoadedRun], labels: _Labels) -> str:
             **extra,
         }
 
-    def bars(value: Any, skip: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    def bars(value: Any) -> list[dict[str, Any]]:
+        """One bar series per backend; ``value`` gives a number, or a ``Ratio`` whose
+        interval becomes the bar's error bar."""
         out = []
         for b in backends:
-            if b in skip:
-                continue
             points = [(label(r), value(run, r)) for run, r in ok if r.backend == b]
             points = [(x, y) for x, y in points if y]
-            if points:
-                out.append(
-                    {
-                        "type": "bar",
-                        "name": plot_text(b),
-                        "x": [x for x, _ in points],
-                        "y": [y for _, y in points],
-                        "marker": {"color": colour[b]},
-                    }
-                )
+            if not points:
+                continue
+            series = {
+                "type": "bar",
+                "name": plot_text(b),
+                "x": [x for x, _ in points],
+                "y": [getattr(y, "value", y) for _, y in points],
+                "marker": {"color": colour[b]},
+            }
+            if all(getattr(y, "n", 0) for _, y in points):
+                series["error_y"] = {
+                    "type": "data", "symmetric": False,
+                    "array": [y.hi - y.value for _, y in points],
+                    "arrayminus": [y.value - y.lo for _, y in points],
+                }  # fmt: skip
+            out.append(series)
         return out
 
     speedup = bars(
         lambda run, r: (
-            torch_s[key] / r.median_s
-            if (key := (run.run_id, r.spec, r.device, r.dtype)) in torch_s
+            speedup_of(r, refs[run.run_id].get((r.spec, r.device, r.dtype)))
+            if r is not refs[run.run_id].get((r.spec, r.device, r.dtype))
             else None
-        ),
-        skip=("torch",),
+        )
     )
     parts = [
         page.chart(
             "speedup",
             speedup,
             layout(
-                "Speed-up over torch (above 1: faster than torch)", "torch median / median",
+                "Speed-up over the baseline (above 1: faster; bars: 95 % interval of the "
+                "paired per-round ratios)", "baseline time / time",
                 log=True, shapes=[hline(1)],
             ),
         )

@@ -1,0 +1,314 @@
+"""Verdicts in one place: what ``compare``, ``ab``, the gate and the run summary conclude from
+records, in one vocabulary. It knows records and statistics, nothing of HTML or terminals.
+
+Speed. Two runs timed at different moments (``compare``) can only be set side by side: a
+change counts when it exceeds the threshold and the raw samples differ significantly
+(Mann-Whitney U). Samples taken in interleaved rounds (the backends of one problem within a
+run; the two versions of ``ab``) are paired: round ``i`` of both saw the same state of the
+machine, so the verdict comes from the per-round ratios (Wilcoxon signed-rank test on their
+logs, and the order-statistic interval of their median), which cancels the drift that
+unpaired samples carry. Every p-value of a set of cases is Holm-corrected, so a 200-case
+suite does not raise a false alarm by chance.
+
+Accuracy. A result that crosses its tolerance, or whose error moves by more than a factor
+(errors under a thousandth of the tolerance count as rounding), changed; errors are
+deterministic for the same seed, so no test is needed there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from convbench.measure.stats import (
+    Ratio,
+    holm,
+    mann_whitney_p,
+    min_mann_whitney_p,
+    min_wilcoxon_p,
+    paired_ratio,
+    wilcoxon_p,
+)
+from convbench.results import Record
+
+__all__ = [
+    "ALPHA",
+    "BAD",
+    "COUNT_MARGIN",
+    "ERROR_FACTOR",
+    "THRESHOLD",
+    "VERDICTS",
+    "Change",
+    "Comparison",
+    "CountChange",
+    "compare",
+    "count_changes",
+    "environment_diff",
+    "record_speedup",
+    "speedup_verdict",
+]
+
+VERDICTS = (
+    "failed",
+    "less accurate",
+    "slower",
+    "untested",
+    "faster",
+    "more accurate",
+    "unchanged",
+    "new",
+    "missing",
+)
+BAD = ("failed", "less accurate", "slower")  # what makes ``compare`` and ``ab`` exit 1
+THRESHOLD = 10.0  # % of the base median below which no change of speed counts (asv's 1.1x)
+ALPHA = 0.05
+ERROR_FACTOR = 2.0
+_MEASURED = ("ok", "inaccurate")
+_IGNORED_ENV = ("time",)  # differs between any two runs
+
+
+def record_speedup(r: Record) -> Ratio | None:
+    """The paired speed-up a record carries over its run's baseline backend, if any."""
+    if r.speedup is None or r.speedup_lo is None or r.speedup_hi is None:
+        return None
+    return Ratio(r.speedup, r.speedup_lo, r.speedup_hi, r.rounds)
+
+
+def speedup_verdict(ratio: Ratio | None) -> str:
+    """A backend's paired speed-up over the baseline: ``faster``, ``slower``, or ``not
+    significant`` when its 95 % interval contains 1 (and ``-`` when there is none)."""
+    if ratio is None:
+        return "-"
+    if not ratio.significant:
+        return "not significant"
+    return "faster" if ratio.lo > 1 else "slower"
+
+
+@dataclass(frozen=True)
+class Change:
+    key: tuple[str, str, str, str]
+    name: str
+    verdict: str
+    base: Record | None
+    new: Record | None
+    ratio: float | None = None  # new median / base median (paired: median of per-round ratios)
+    p_value: float | None = None  # Holm-adjusted over the cases compared
+    error_ratio: float | None = None  # new error / base error
+    note: str = ""
+    ratio_ci: tuple[float, float] | None = None  # paired only: 95 % interval of ``ratio``
+
+
+@dataclass
+class Comparison:
+    changes: list[Change]
+    environment: list[tuple[str, Any, Any]]
+    threshold: float
+    alpha: float
+    error_factor: float
+    paired: bool = False
+
+    @property
+    def counts(self) -> dict[str, int]:
+        c = Counter(ch.verdict for ch in self.changes)
+        return {v: c[v] for v in VERDICTS if c[v]}
+
+    @property
+    def worse(self) -> list[Change]:
+        return [ch for ch in self.changes if ch.verdict in BAD]
+
+    @property
+    def test(self) -> str:
+        """The test behind the speed verdicts, as a person reads it."""
+        if self.paired:
+            return "Wilcoxon signed-rank on the per-round ratios, Holm-corrected"
+        return "Mann-Whitney U on the samples, Holm-corrected"
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def environment_diff(base: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """The environment fields that differ: (field, base value, new value)."""
+    a, b = _flatten(base), _flatten(new)
+    return [
+        (k, a.get(k), b.get(k))
+        for k in sorted(set(a) | set(b))
+        if k not in _IGNORED_ENV and a.get(k) != b.get(k)
+    ]
+
+
+def _error_verdict(base: Record, new: Record, factor: float) -> tuple[str | None, float | None]:
+    if base.status == "ok" and new.status == "inaccurate":
+        return "less accurate", None
+    if base.status == "inaccurate" and new.status == "ok":
+        return "more accurate", None
+    if base.rel_l2_error is None or new.rel_l2_error is None:
+        return None, None
+    # Errors under a thousandth of the tolerance are rounding: 0 against 1e-18 (float64 torch
+    # takes the reference's own path) is no change.
+    tolerance = new.tolerance or base.tolerance or 0.0
+    floor = tolerance * 1e-3
+    a, b = max(base.rel_l2_error, floor), max(new.rel_l2_error, floor)
+    ratio = b / a if a > 0 else (1.0 if b == 0 else math.inf)
+    if ratio > factor:
+        return "less accurate", ratio
+    if ratio < 1 / factor:
+        return "more accurate", ratio
+    return None, ratio
+
+
+@dataclass(frozen=True)
+class _Speed:
+    """A speed comparison before the correction: its raw p (None: not testable)."""
+
+    ratio: float | None
+    p: float | None
+    ci: tuple[float, float] | None = None
+    note: str = ""
+
+
+def _speed(base: Record, new: Record, alpha: float, paired: bool) -> _Speed:
+    if not (base.median_s and new.median_s):
+        return _Speed(None, None, note="no timing")
+    a, b = base.samples_s, new.samples_s
+    if paired:
+        if len(a) != len(b) or not a:
+            return _Speed(None, None, note=f"{len(a)} and {len(b)} rounds do not pair")
+        r = paired_ratio(b, a)
+        if min_wilcoxon_p(len(a)) >= alpha:
+            return _Speed(
+                r.value, None, (r.lo, r.hi), f"{len(a)} rounds cannot reach p < {alpha:g}"
+            )
+        return _Speed(r.value, wilcoxon_p(b, a), (r.lo, r.hi))
+    ratio = new.median_s / base.median_s
+    # With 3 and 3 samples (a --quick run) the smallest p is 0.1: nothing could be significant.
+    if min_mann_whitney_p(len(a), len(b)) >= alpha:
+        return _Speed(ratio, None, note=f"{len(a)} and {len(b)} samples cannot reach p < {alpha:g}")
+    return _Speed(ratio, mann_whitney_p(a, b))
+
+
+def _judge(
+    base: Record, new: Record, speed: _Speed, p: float | None, threshold: float, factor: float,
+    alpha: float,
+) -> Change:  # fmt: skip
+    key, name = new.key, new.name or new.spec
+    if new.status == "failed" and base.status != "failed":
+        return Change(key, name, "failed", base, new, note=new.reason)
+    if base.status not in _MEASURED and new.status in _MEASURED:
+        return Change(key, name, "new", base, new, note=f"was {base.status}")
+    if base.status in _MEASURED and new.status not in _MEASURED:
+        return Change(key, name, "missing", base, new, note=f"now {new.status}: {new.reason}")
+    accuracy, error_ratio = _error_verdict(base, new, factor)
+    ratio = speed.ratio
+    over = ratio is not None and abs(ratio - 1) * 100 > threshold
+    verdict_speed = None
+    if over and speed.p is None and speed.note != "no timing":
+        verdict_speed = "untested"
+    elif over and p is not None and p < alpha:
+        verdict_speed = "slower" if ratio > 1 else "faster"  # type: ignore[operator]
+    # The worse of the two is what the case is listed under; both figures are kept.
+    for verdict in ("less accurate", "slower", "untested", "faster", "more accurate"):
+        if verdict in (accuracy, verdict_speed):
+            break
+    else:
+        verdict = "unchanged"
+    return Change(key, name, verdict, base, new, ratio, p, error_ratio, speed.note, speed.ci)
+
+
+def compare(
+    base: list[Record],
+    new: list[Record],
+    base_env: dict[str, Any] | None = None,
+    new_env: dict[str, Any] | None = None,
+    *,
+    threshold: float = THRESHOLD,
+    alpha: float = ALPHA,
+    error_factor: float = ERROR_FACTOR,
+    paired: bool = False,
+) -> Comparison:
+    """Every case of either side, classified; ``threshold`` is a percentage of the base median.
+
+    ``paired``: the samples of a case were taken in alternating rounds (``ab``), sample ``i``
+    of one side beside sample ``i`` of the other.
+    """
+    old = {r.key: r for r in base}
+    now = {r.key: r for r in new}
+    both = [(old[k], r) for k, r in now.items() if k in old]
+    speeds = [_speed(b, n, alpha, paired) for b, n in both]
+    tested = [i for i, s in enumerate(speeds) if s.p is not None]
+    adjusted: list[float | None] = [None] * len(both)
+    for i, p in zip(tested, holm([speeds[i].p for i in tested]), strict=True):  # type: ignore[misc]
+        adjusted[i] = p
+    changes = [
+        _judge(b, n, s, p, threshold, error_factor, alpha)
+        for (b, n), s, p in zip(both, speeds, adjusted, strict=True)
+    ]
+    changes += [Change(k, r.name or r.spec, "new", None, r) for k, r in now.items() if k not in old]
+    changes += [
+        Change(k, r.name or r.spec, "missing", r, None) for k, r in old.items() if k not in now
+    ]
+    changes.sort(key=lambda ch: VERDICTS.index(ch.verdict))
+    return Comparison(
+        changes,
+        environment_diff(base_env or {}, new_env or {}),
+        threshold,
+        alpha,
+        error_factor,
+        paired,
+    )
+
+
+COUNT_MARGIN = 2.0  # % more instructions than the baseline that the instruction gate fails on
+
+
+@dataclass(frozen=True)
+class CountChange:
+    """One case's instructions per call now against the baseline's."""
+
+    key: str
+    verdict: str  # "slower", "faster", "unchanged", "new" or "missing"
+    now: float | None
+    base: float | None
+
+    @property
+    def change_pct(self) -> float | None:
+        """How many percent more instructions than the baseline (negative: fewer)."""
+        if self.now is None or not self.base:
+            return None
+        return (self.now / self.base - 1) * 100
+
+
+def count_changes(
+    now: dict[str, float], base: dict[str, float], margin: float = COUNT_MARGIN
+) -> list[CountChange]:
+    """Instruction counts against a baseline, case by case, worst first.
+
+    Counts do not drift (two counts of a case agree to hundredths of a percent), so no test is
+    needed: more than ``margin`` % more instructions is ``slower``, more than ``margin`` %
+    fewer is ``faster``; a case on one side only is ``new`` or ``missing``.
+    """
+    changes = []
+    for key in sorted(set(now) | set(base)):
+        n, b = now.get(key), base.get(key)
+        if n is None:
+            verdict = "missing"
+        elif b is None:
+            verdict = "new"
+        elif n > b * (1 + margin / 100):
+            verdict = "slower"
+        elif n < b * (1 - margin / 100):
+            verdict = "faster"
+        else:
+            verdict = "unchanged"
+        changes.append(CountChange(key, verdict, n, b))
+    changes.sort(key=lambda ch: VERDICTS.index(ch.verdict))
+    return changes
