@@ -29,6 +29,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Benchmarks are disabled (each runs once, as a plain test) unless ``--benchmark-only`` or
+    ``--benchmark-enable`` asks for timing.
+
+    ``--benchmark-disable`` in ``addopts`` would do the same for a plain run, but pytest-benchmark
+    refuses it together with ``--benchmark-only``, its usual command. Its own ``pytest_configure``
+    is ``trylast`` and reads the option from there, so setting it here comes first.
+    """
+    opt = config.option
+    if not (opt.benchmark_only or opt.benchmark_enable):
+        opt.benchmark_disable = True
+
+
 @pytest.fixture
 def registry() -> Iterator[None]:
     """Restore the registry after a test that adds backends to it."""

@@ -4,7 +4,7 @@ Each benchmark times a ``convbench.sweep.Ready`` — the same prepared, synchron
 ``convbench run`` and asv time — and a *yardstick* per case: the same problem through a bare
 ``torch.nn.functional.conv2d``, measured in the same run. ``convbench gate`` judges each backend
 by its time relative to that yardstick, which cancels what the machine's speed and noise do to
-both. In the ordinary test run (``--benchmark-disable``) each call runs once and only its
+both. In the ordinary test run (benchmarks disabled by conftest.py) each call runs once and only its
 accuracy is checked.
 """
 
