@@ -15,7 +15,8 @@ all cores); one thread is steadier on a machine whose other cores come and go.
 from __future__ import annotations
 
 import os
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 
@@ -87,4 +88,70 @@ def _suites() -> list[str]:
 
 for _name in _suites():
     _cls = _suite_class(_name)
+    globals()[_cls.__name__] = _cls
+
+
+class _Instructions:
+    """Instructions per call of each CPU float32 case under callgrind, one thread: a history
+    that does not move with the machine's load, so ``asv continuous`` can trust a small change.
+
+    Importing torch under valgrind alone takes tens of seconds, so ``setup_cache`` counts every
+    case of every instruction suite in ONE valgrind process; being defined once, here, it has one
+    key for all the subclasses, and asv runs it once and hands each of them the same counts. A
+    case without a count (declined, failed, or no valgrind here) raises ``NotImplementedError``
+    in ``setup``: asv shows ``n/a``.
+    """
+
+    param_names = ("case", "backend")
+    workloads: ClassVar[dict[str, Workload]] = {}
+
+    def setup_cache(self) -> dict[str, Any]:
+        from convbench import instructions
+
+        reason = instructions.valgrind_reason()
+        if reason:
+            return {"reason": reason, "counts": {}}
+        run = instructions.count_instructions(
+            instructions.gate_cases(INSTRUCTION_SUITES), workdir=Path("callgrind")
+        )
+        return {
+            "reason": "",
+            "counts": {(c.spec, c.backend): c.instructions or c.reason for c in run.counts},
+        }
+
+    setup_cache.timeout = 3600  # type: ignore[attr-defined]
+
+    def setup(self, cache: dict[str, Any], case: str, backend: str) -> None:
+        spec = self.workloads[case].spec
+        count = cache["counts"].get((spec.format(), backend))
+        if not isinstance(count, float):
+            declined = backends.get(backend).supports(spec, "cpu", torch.float32)
+            raise NotImplementedError(cache["reason"] or declined or count)
+        self.count = count
+
+    def track_instructions(self, cache: dict[str, Any], case: str, backend: str) -> float:
+        """Instructions of one call after its warm-up calls, glibc's allocator left out (see
+        ``convbench.instructions``)."""
+        return self.count
+
+    track_instructions.unit = "instructions"  # type: ignore[attr-defined]
+
+
+# Under valgrind a smoke case takes seconds, a representative one minutes (hours for the suite):
+# instruction classes are for the suites CONVBENCH_ASV_INSTRUCTIONS names, smoke alone by default.
+INSTRUCTION_SUITES = tuple(
+    n.strip() for n in os.environ.get("CONVBENCH_ASV_INSTRUCTIONS", "smoke").split(",") if n.strip()
+)
+
+for _name in INSTRUCTION_SUITES:
+    _timed = _suite_class(_name)
+    _cls = type(
+        f"{_timed.__name__}Instructions",
+        (_Instructions,),
+        {
+            "__doc__": f"{_timed.__doc__}: instructions per call",
+            "workloads": _timed.workloads,
+            "params": (list(_timed.workloads), backends.names()),
+        },
+    )
     globals()[_cls.__name__] = _cls

@@ -11,6 +11,7 @@ import json
 import re
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -20,7 +21,7 @@ from rich.markup import escape as esc_rich
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from convbench import __version__, backends, verdicts
+from convbench import __version__, ab, backends, instructions, verdicts
 from convbench.env import cpu_count, fingerprint
 from convbench.measure.timing import TimingConfig
 from convbench.profiling import TRACES
@@ -39,6 +40,8 @@ from convbench.sweep import Case, SweepConfig, parse_dtype, run_sweep
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 BENCHMARK_STORAGE = Path("results/benchmarks")
 BASELINE = Path("tests/perf/baseline.json")
+INSTRUCTION_BASELINE = Path("tests/perf/instructions.json")
+CALLGRIND_GATE = Path("results/callgrind")  # the instruction gate's job, logs and dumps
 PROFILE_STEPS = 5
 
 
@@ -99,6 +102,7 @@ def _number(accept: Callable[[float], bool], expect: str, unit: str = "") -> Cal
 _ratio = _number(lambda v: v > 1, "above 1")  # how many times slower counts as a regression
 _percent = _number(lambda v: v >= 0, "0 % or more", "%")
 _probability = _number(lambda v: 0 < v < 1, "between 0 and 1")
+_seconds = _number(lambda v: v > 0, "above 0", "s")
 _positive, _count = _int_at_least(1), _int_at_least(0)
 
 
@@ -146,9 +150,12 @@ def _add_problems(parser: argparse.ArgumentParser, title: str) -> None:
     src.add_argument("--mb", type=_positive, default=None, help="override every minibatch")
 
 
-def _add_selection(parser: argparse.ArgumentParser, quick: bool = True) -> None:
+def _add_selection(
+    parser: argparse.ArgumentParser, quick: bool = True, baseline: bool = True
+) -> None:
     """Backends, devices, dtypes, threads and budgets of ``run`` and ``profile`` (which always
-    times briefly, so offers no ``--quick``)."""
+    times briefly, so offers no ``--quick``); ``ab`` times each backend against its other
+    version, so offers no ``--baseline`` either."""
     sel = parser.add_argument_group("what to run them on")
     sel.add_argument(
         "--backend",
@@ -168,12 +175,13 @@ def _add_selection(parser: argparse.ArgumentParser, quick: bool = True) -> None:
         metavar="T,U",
         help="comma-separated dtypes: float32 (default), float64, float16, bfloat16",
     )
-    sel.add_argument(
-        "--baseline",
-        default=None,
-        metavar="NAME",
-        help="the backend every speed-up is taken over, paired round by round (default: torch)",
-    )
+    if baseline:
+        sel.add_argument(
+            "--baseline",
+            default=None,
+            metavar="NAME",
+            help="the backend every speed-up is taken over, paired round by round (default: torch)",
+        )
     sel.add_argument(
         "--threads",
         type=_positive,
@@ -193,6 +201,18 @@ def _add_selection(parser: argparse.ArgumentParser, quick: bool = True) -> None:
         default=None,
         metavar="SIZE",
         help="record cases estimated to need more than SIZE (e.g. 4G) as unsupported",
+    )
+
+
+def _add_backend_threshold(group: argparse._ArgumentGroup) -> None:
+    """``compare``'s and ``ab``'s verdict on each backend over all its cases."""
+    group.add_argument(
+        "--backend-threshold",
+        type=_percent,
+        default=verdicts.BACKEND_THRESHOLD,
+        metavar="PCT",
+        help="smallest change of a backend's median case that counts, in %% (default: "
+        f"{verdicts.BACKEND_THRESHOLD:g}; tested over its cases, Holm-corrected over backends)",
     )
 
 
@@ -227,6 +247,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"also write a torch.profiler trace of each case ({PROFILE_STEPS} steps) into the "
         "run folder's traces/",
+    )
+    run.add_argument(
+        "--instructions",
+        action="store_true",
+        default=None,
+        help="after timing, count each case's instructions per call under valgrind's callgrind "
+        "(one thread, one valgrind process for all cases) into the run folder",
+    )
+    run.add_argument(
+        "--cache-sim",
+        action="store_true",
+        default=None,
+        help="count with callgrind's cache simulation too: D1mr, DLmr, ... per call "
+        "(implies --instructions)",
     )
     _add_results(run).add_argument(
         "--resume",
@@ -297,8 +331,69 @@ def build_parser() -> argparse.ArgumentParser:
         help="an error that grows by more than this factor is less accurate "
         f"(default: {verdicts.ERROR_FACTOR:g})",
     )
+    _add_backend_threshold(cmp)  # type: ignore[arg-type]
     cmp.add_argument("--html", type=Path, default=None, metavar="FILE", help="also write a page")
     cmp.add_argument("--root", default="results", help="where run ids are looked up")
+
+    abp = sub.add_parser(
+        "ab",
+        help="A/B of two versions (git revisions or Python environments) timed in alternating "
+        "rounds on this machine (exit 1 if worse)",
+        description="Runs each version in a worker process of its own and times every case on "
+        "both in rounds of random order, so that a change is judged on per-round ratios "
+        "(Wilcoxon signed-rank, Holm-corrected). Problems and backends as for 'run'.",
+    )
+    abp.add_argument(
+        "base",
+        metavar="BASE",
+        help="a git revision of the checkout here, or a python interpreter or virtualenv folder",
+    )
+    abp.add_argument("new", metavar="NEW", help="the version to judge, given the same way")
+    _add_problems(abp, f"problems (combine freely; default: the {DEFAULT_SUITE} suite)")
+    _add_selection(abp, quick=False, baseline=False)
+    abt = abp.add_argument_group("timing and verdicts")
+    abt.add_argument(
+        "--budget",
+        type=_seconds,
+        default=ab.AB_BUDGET_S,
+        metavar="SECONDS",
+        help=f"seconds of timing per case and side; every case gets {ab.AB_MIN_ROUNDS} rounds "
+        f"whatever it says (default: {ab.AB_BUDGET_S:g})",
+    )
+    abt.add_argument(
+        "--instructions",
+        action="store_true",
+        help="after the timing, also count each case's instructions per call under callgrind, "
+        "one valgrind process per side (slow: a minute or more per side)",
+    )
+    abt.add_argument(
+        "--threshold",
+        type=_percent,
+        default=verdicts.AB_THRESHOLD,
+        metavar="PCT",
+        help="smallest change of one case's median ratio that counts, in %% "
+        f"(default: {verdicts.AB_THRESHOLD:g}: one process's memory placement alone moves a "
+        "case by up to 15 %%)",
+    )
+    _add_backend_threshold(abt)
+    abt.add_argument(
+        "--alpha",
+        type=_probability,
+        default=verdicts.ALPHA,
+        help=f"significance level, Holm-corrected over the cases (default: {verdicts.ALPHA:g})",
+    )
+    abt.add_argument(
+        "--error-factor",
+        type=_ratio,
+        default=verdicts.ERROR_FACTOR,
+        help="an error that grows by more than this factor is less accurate "
+        f"(default: {verdicts.ERROR_FACTOR:g})",
+    )
+    abt.add_argument(
+        "--html", type=Path, default=None, metavar="FILE", help="also write the page here"
+    )
+    _add_results(abp)
+    abp.set_defaults(quick=False, profile=None, baseline=None)
 
     lst = sub.add_parser("list", help="list suites, backends, or the cases of a suite")
     lst.add_argument("what", choices=["suites", "backends", "cases"])
@@ -326,25 +421,44 @@ def build_parser() -> argparse.ArgumentParser:
         "several are combined by their median ratios",
     )
     gate.add_argument(
-        "--baseline", type=Path, default=BASELINE, help=f"baseline file (default: {BASELINE})"
+        "--baseline",
+        type=Path,
+        default=None,
+        help=f"baseline file (default: {BASELINE}; with --instructions {INSTRUCTION_BASELINE})",
+    )
+    gate.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count the instructions of the tests/perf cases under callgrind instead, and "
+        "judge them against their baseline",
+    )
+    gate.add_argument(
+        "--margin",
+        type=_percent,
+        default=verdicts.COUNT_MARGIN,
+        metavar="PCT",
+        help="with --instructions: fail when a case runs more than PCT %% more instructions "
+        f"than the baseline (default: {verdicts.COUNT_MARGIN:g})",
     )
     gate.add_argument(
         "--threshold",
         type=_ratio,
-        default=1.8,
-        help="fail when one benchmark is this many times slower (default: 1.8)",
+        default=verdicts.GATE_THRESHOLD,
+        help="fail when one benchmark is this many times slower "
+        f"(default: {verdicts.GATE_THRESHOLD:g})",
     )
     gate.add_argument(
         "--backend-threshold",
         type=_ratio,
-        default=1.25,
+        default=verdicts.GATE_BACKEND_THRESHOLD,
         help="fail when a backend's cases are this many times slower on their geometric mean "
-        "(default: 1.25)",
+        f"(default: {verdicts.GATE_BACKEND_THRESHOLD:g})",
     )
     gate.add_argument(
         "--write-baseline",
         action="store_true",
-        help="write the baseline from RUN.json instead of judging them",
+        help="write the baseline from RUN.json (with --instructions: from the counts) instead "
+        "of judging them",
     )
     return parser
 
@@ -368,6 +482,8 @@ _SELECTION = (
     "quick",
     "max_memory",
     "profile",
+    "instructions",
+    "cache_sim",
 )
 
 
@@ -425,6 +541,8 @@ def _new_config(args: argparse.Namespace) -> dict[str, Any]:
         "profile_steps": (
             args.steps if args.command == "profile" else PROFILE_STEPS if args.profile else 0
         ),
+        "instructions": bool(vars(args).get("instructions") or vars(args).get("cache_sim")),
+        "cache_sim": bool(vars(args).get("cache_sim")),
         "argv": sys.argv[1:],
     }
 
@@ -572,6 +690,8 @@ def _exit_code(records: list[Record]) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     root = Path(args.out)
+    if args.instructions or args.cache_sim:
+        _require_valgrind()
     if args.resume:
         given = [k for k in _SELECTION if getattr(args, k) not in (None, False)]
         if given:
@@ -586,11 +706,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         for b in config["backends"]:
             if b not in backends.names():
                 raise UsageError(f"run {args.resume} used backend {b!r}, which is not registered")
+        if config.get("instructions"):
+            _require_valgrind()
         store.repair()
     else:
         store, config = _start(args)
     console = _console()
     records, total, wall, interrupted = _sweep(store, config)
+    counted = EXIT_OK if interrupted else _count_pass(console, store, config, records)
+    interrupted |= counted == EXIT_INTERRUPTED
     _print_summary(console, records)
     _write_run_report(console, store, records)
     console.print(
@@ -606,7 +730,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             highlight=False,
         )
         return EXIT_INTERRUPTED
-    return _exit_code(records)
+    return _exit_code(records) or counted
 
 
 # --- profile ----------------------------------------------------------------------------------
@@ -716,6 +840,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         alpha=args.alpha,
         error_factor=args.error_factor,
+        backend_threshold=args.backend_threshold,
     )
     console = _console()
     console.print(f"compare: base {base.store.path}, new {new.store.path}", markup=False)
@@ -723,13 +848,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.html:
         _write(args.html, render_comparison(c, base.run_id, new.run_id))
         console.print(f"html: {args.html}", markup=False)
-    return EXIT_FAILED if c.worse else EXIT_OK
+    return EXIT_FAILED if c.bad else EXIT_OK
 
 
 def print_comparison(console: Console, c: verdicts.Comparison, command: str) -> None:
     """A comparison's environment differences, changed cases, counts and conclusion, as
     ``compare`` and ``ab`` print them."""
-    from convbench.report.compare import CHANGE_COLUMNS, change_cells
+    from convbench.report.compare import CHANGE_COLUMNS, backend_change_text, change_cells
 
     if c.environment:
         env = Table("environment", "base", "new", title="environment differences")
@@ -748,17 +873,81 @@ def print_comparison(console: Console, c: verdicts.Comparison, command: str) -> 
         f"{len(c.changes)} cases: " + ", ".join(f"{n} {v}" for v, n in c.counts.items()),
         markup=False,
     )
+    if c.backends:
+        per = Table(
+            "backend",
+            "cases",
+            "median change [95% CI]",
+            "p",
+            "verdict",
+            title=f"backends over their cases (count past {c.backend_threshold:g} %)",
+        )
+        for b in c.backends:
+            per.add_row(
+                esc_rich(b.label),
+                str(b.ratio.n),
+                backend_change_text(b),
+                f"{b.p_value:.2g}" if b.p_value is not None else "-",
+                b.verdict,
+            )
+        console.print(per)
     untested = c.counts.get("untested", 0)
     if untested:
         console.print(
             f"[yellow]{command}: {untested} cases moved by more than {c.threshold:g} % with too "
             "few samples to test (a --quick run takes 3); run them without --quick to tell[/]"
         )
-    if c.worse:
-        worse = ", ".join(f"{n} {v}" for v, n in c.counts.items() if v in verdicts.BAD)
-        console.print(f"[red]{command}: WORSE: {worse}[/]")
+    if c.bad:
+        worse = [f"{n} {v}" for v, n in c.counts.items() if v in verdicts.BAD]
+        worse += [f"backend {b.label} slower" for b in c.worse_backends]
+        console.print(f"[red]{command}: WORSE: {esc_rich(', '.join(worse))}[/]")
     else:
         console.print(f"{command}: nothing got significantly slower or less accurate")
+
+
+def cmd_ab(args: argparse.Namespace) -> int:
+    from convbench.report.compare import render_comparison
+
+    if args.instructions:
+        _require_valgrind()
+    config = _new_config(args)
+    try:
+        o = ab.run_ab(
+            args.base,
+            args.new,
+            config,
+            out=Path(args.out),
+            budget_s=args.budget,
+            instructions=args.instructions,
+            on_count=_count_line,
+        )
+    except ab.SideError as exc:
+        raise UsageError(str(exc)) from None
+    base, new = (o.records[role] for role in ab.ROLES)
+    c = verdicts.compare(
+        base,
+        new,
+        o.environments["base"],
+        o.environments["new"],
+        threshold=args.threshold,
+        alpha=args.alpha,
+        error_factor=args.error_factor,
+        paired=True,
+        backend_threshold=args.backend_threshold,
+    )
+    console = _console()
+    console.print(f"ab: base {o.sides['base'].label}, new {o.sides['new'].label}", markup=False)
+    print_comparison(console, c, "ab")
+    page = render_comparison(c, o.sides["base"].label, o.sides["new"].label)
+    for path in filter(None, (o.folder / REPORT, args.html)):
+        console.print(f"report: {_write(path, page)}", markup=False, highlight=False)
+    console.print(f"wall time {o.wall_s:.1f} s; results: {o.folder}", markup=False)
+    for note in o.notes:
+        console.print(f"[yellow]ab: {esc_rich(note)}[/]")
+    if o.interrupted:
+        console.print(f"ab: interrupted after {len(new)} of {o.total} cases", markup=False)
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if c.bad or o.uncounted else EXIT_OK
 
 
 # --- list -------------------------------------------------------------------------------------
@@ -810,6 +999,9 @@ def cmd_asv_machine(args: argparse.Namespace) -> int:
 def cmd_gate(args: argparse.Namespace) -> int:
     from convbench import gate
 
+    if args.instructions:
+        return _gate_instructions(args)
+    args.baseline = args.baseline or BASELINE
     paths = args.runs or [gate.newest_run(BENCHMARK_STORAGE)]
     runs = [gate.load_run(p) for p in paths]
     combined = gate.make_baseline(runs)
@@ -836,7 +1028,9 @@ def cmd_gate(args: argparse.Namespace) -> int:
             f"[yellow]note: the baseline was measured on {base.get('machine')!r}, this run on "
             f"{combined['machine']!r}; ratios may differ between machines[/]"
         )
-    j = gate.judge(combined["ratios"], base_ratios, args.threshold, args.backend_threshold)
+    j = verdicts.judge_ratios(
+        combined["ratios"], base_ratios, args.threshold, args.backend_threshold
+    )
     table = Table("backend", "cases", "mean change", "worst case", "worst change")
     for backend, mean in j.backend_change.items():
         mine = [v for v in j.verdicts if v.backend == backend and v.change is not None]
@@ -869,12 +1063,118 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return EXIT_FAILED
 
 
+# --- instructions -----------------------------------------------------------------------------
+
+
+def _require_valgrind() -> None:
+    """``--instructions`` where nothing can count them: one line, before any timing."""
+    if reason := instructions.valgrind_reason():
+        raise UsageError(f"--instructions: {reason}")
+
+
+def _count_line(c: instructions.CaseCount, i: int, n: int) -> None:
+    """One line per counted case on stderr, as the sweep prints one per timed case."""
+    what = f"{c.instructions:,.0f} instructions" if c.instructions is not None else c.reason
+    print(
+        f"[{i:{len(str(n))}}/{n}] {c.status:<11} {c.backend:<14} {c.device:<4} {c.dtype:<8} "
+        f"{what}  {c.name or c.spec}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _count_pass(
+    console: Console, store: RunStore, config: dict[str, Any], records: list[Record]
+) -> int:
+    """``run --instructions``: count in one valgrind pass what the run folder lacks, and say so
+    in one line. EXIT_FAILED when a case could not be counted."""
+    if not config.get("instructions"):
+        return EXIT_OK
+    try:
+        run = instructions.count_run(
+            store, records, seed=config["seed"], cache_sim=config["cache_sim"], on_case=_count_line
+        )
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except instructions.CountError as exc:
+        console.print(f"instructions: not counted: {exc}", markup=False, highlight=False)
+        return EXIT_FAILED
+    if run is None:
+        console.print("instructions: every case was counted before", markup=False)
+        return EXIT_OK
+    n = Counter(c.status for c in run.counts)
+    i = run.info
+    console.print(
+        f"instructions: {n['ok']} case{'' if n['ok'] == 1 else 's'} counted"
+        + (f", {n['failed']} failed" if n["failed"] else "")
+        + (f", {n['unsupported']} not on the CPU" if n["unsupported"] else "")
+        + f" in one valgrind pass of {i['wall_s']:.1f} s (1 thread; oneDNN ran "
+        f"{i['counted']['onednn_conv']} under valgrind, {i['timed']['onednn_conv']} when timed): "
+        f"{store.path / RunStore.INSTRUCTIONS}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    for c in run.failures:
+        console.print(f"  failed: {c.backend} {c.name or c.spec}: {c.reason}", markup=False)
+    return EXIT_FAILED if run.failures else EXIT_OK
+
+
+def _gate_instructions(args: argparse.Namespace) -> int:
+    """``gate --instructions``: count the gate's cases in one valgrind process and judge each
+    count against the committed baseline (exit 1 past ``--margin``, or a case missing)."""
+    if args.runs:
+        raise UsageError("gate --instructions counts its own cases; it takes no RUN.json")
+    _require_valgrind()
+    path = args.baseline or INSTRUCTION_BASELINE
+    base = None if args.write_baseline else instructions.read_baseline(path)
+    cases = instructions.gate_cases()
+    console = _console()
+    console.print(f"gate: counting the instructions of {len(cases)} cases under callgrind")
+    try:
+        run = instructions.count_instructions(cases, workdir=CALLGRIND_GATE, on_case=_count_line)
+    except instructions.CountError as exc:
+        console.print(f"gate: not counted: {exc}", markup=False, highlight=False)
+        return EXIT_FAILED
+    for c in run.failures:
+        console.print(f"  failed   {instructions.gate_key(c)}: {c.reason}", markup=False)
+    if base is None:
+        if run.failures:
+            console.print("[red]gate: no baseline written: some cases failed[/]")
+            return EXIT_FAILED
+        data = instructions.make_baseline(run)
+        _write(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+        console.print(f"baseline of {len(data['instructions'])} instruction counts: {path}")
+        return EXIT_OK
+    for note in instructions.baseline_differences(base, run):
+        console.print(f"[yellow]note: the baseline was counted with another {esc_rich(note)}[/]")
+    changes = verdicts.count_changes(
+        instructions.gate_counts(run), base["instructions"], args.margin
+    )
+    for ch in changes:
+        if ch.verdict != "unchanged":
+            pct = f"{ch.change_pct:+.2f} %" if ch.change_pct is not None else ""
+            console.print(f"  {ch.verdict:<8} {ch.key} {pct}", markup=False)
+    largest = max((abs(ch.change_pct or 0.0) for ch in changes), default=0.0)
+    counts = Counter(ch.verdict for ch in changes)
+    done = f"{len(changes)} cases, {run.info['wall_s']:.0f} s, largest change {largest:.2f} %"
+    if counts["slower"] or counts["missing"]:
+        console.print(
+            f"[red]gate: FAILED: {counts['slower']} cases over {args.margin:g} % more "
+            f"instructions, {counts['missing']} missing ({done})[/]"
+        )
+        return EXIT_FAILED
+    console.print(f"gate: PASSED: every case within {args.margin:g} % of the baseline ({done})")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
     "profile": cmd_profile,
     "list": cmd_list,
     "report": cmd_report,
     "compare": cmd_compare,
+    "ab": cmd_ab,
     "asv-machine": cmd_asv_machine,
     "gate": cmd_gate,
 }

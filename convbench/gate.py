@@ -10,18 +10,16 @@ other processes only ever adds time, so the minimum is the steadiest statistic o
 gate's runs use one thread: on a machine whose other vCPU comes and goes, a two-thread kernel
 takes up to twice as long, and no statistic of its times can tell that from a regression.
 
-A run fails the gate when one benchmark got ``threshold`` times slower than in the baseline, or
-when one backend got ``backend_threshold`` times slower on the geometric mean over its cases —
-the second catches a slowdown of a whole backend, which no single case's noise can imitate.
+Whether a run passes is judged in ``convbench.verdicts`` (``judge_ratios``): it fails when one
+benchmark got ``threshold`` times slower than in the baseline, or when one backend got
+``backend_threshold`` times slower on the geometric mean over its cases.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +27,6 @@ __all__ = [
     "STATISTIC",
     "YARDSTICK",
     "GateError",
-    "Judgement",
-    "Verdict",
-    "judge",
     "load_run",
     "make_baseline",
     "newest_run",
@@ -46,24 +41,6 @@ SEP = " | "
 
 class GateError(ValueError):
     """Input the gate cannot judge: says which file and why, in one line."""
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """One benchmark's ratio to its yardstick, now and in the baseline."""
-
-    key: str
-    backend: str
-    now: float | None
-    base: float | None
-    status: str  # "slower", "faster", "unchanged", "new", "missing"
-
-    @property
-    def change(self) -> float | None:
-        """How many times slower than in the baseline (relative to the yardstick)."""
-        if self.now is None or self.base is None:
-            return None
-        return self.now / self.base
 
 
 def load_run(path: Path) -> dict[str, Any]:
@@ -132,54 +109,3 @@ def make_baseline(runs: list[dict[str, Any]], statistic: str = STATISTIC) -> dic
         "runs": len(runs),
         "ratios": {k: statistics.median([r[k] for r in per_run if k in r]) for k in keys},
     }
-
-
-@dataclass(frozen=True)
-class Judgement:
-    verdicts: list[Verdict]
-    backend_change: dict[str, float]  # geometric mean of each backend's changes
-    threshold: float
-    backend_threshold: float
-
-    @property
-    def slower_backends(self) -> list[str]:
-        return [b for b, c in self.backend_change.items() if c > self.backend_threshold]
-
-    def having(self, status: str) -> list[Verdict]:
-        return [v for v in self.verdicts if v.status == status]
-
-    @property
-    def passed(self) -> bool:
-        return not (self.having("slower") or self.having("missing") or self.slower_backends)
-
-
-def judge(
-    now: dict[str, float],
-    base: dict[str, float],
-    threshold: float = 1.8,
-    backend_threshold: float = 1.25,
-) -> Judgement:
-    """Each benchmark against the baseline: ``slower`` past ``threshold`` times its baseline
-    ratio, ``faster`` below its inverse, ``new`` or ``missing`` when only one side has it;
-    and each backend's geometric-mean change over the cases both sides have."""
-    verdicts: list[Verdict] = []
-    logs: dict[str, list[float]] = defaultdict(list)
-    for key in sorted(set(now) | set(base)):
-        backend = key.rsplit(SEP, 1)[1]
-        r_now, r_base = now.get(key), base.get(key)
-        if r_now is None:
-            status = "missing"
-        elif r_base is None:
-            status = "new"
-        else:
-            change = r_now / r_base
-            logs[backend].append(math.log(change))
-            if change > threshold:
-                status = "slower"
-            elif change < 1 / threshold:
-                status = "faster"
-            else:
-                status = "unchanged"
-        verdicts.append(Verdict(key, backend, r_now, r_base, status))
-    means = {b: math.exp(statistics.fmean(v)) for b, v in sorted(logs.items())}
-    return Judgement(verdicts, means, threshold, backend_threshold)

@@ -18,8 +18,9 @@ deterministic for the same seed, so no test is needed there.
 from __future__ import annotations
 
 import math
-from collections import Counter
-from dataclasses import dataclass
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 from convbench.measure.stats import (
@@ -34,18 +35,27 @@ from convbench.measure.stats import (
 from convbench.results import Record
 
 __all__ = [
+    "AB_THRESHOLD",
     "ALPHA",
+    "BACKEND_THRESHOLD",
     "BAD",
     "COUNT_MARGIN",
     "ERROR_FACTOR",
+    "GATE_BACKEND_THRESHOLD",
+    "GATE_THRESHOLD",
     "THRESHOLD",
     "VERDICTS",
+    "BackendChange",
     "Change",
     "Comparison",
     "CountChange",
+    "Judgement",
+    "RatioVerdict",
+    "backend_changes",
     "compare",
     "count_changes",
     "environment_diff",
+    "judge_ratios",
     "record_speedup",
     "speedup_verdict",
 ]
@@ -63,6 +73,14 @@ VERDICTS = (
 )
 BAD = ("failed", "less accurate", "slower")  # what makes ``compare`` and ``ab`` exit 1
 THRESHOLD = 10.0  # % of the base median below which no change of speed counts (asv's 1.1x)
+# % by which a backend's typical case (the median over its cases) must change to count: what
+# one process's memory layout and placement does to one case cancels over many cases.
+BACKEND_THRESHOLD = 2.0
+# ``ab``: % by which one case must change to count. Two processes of the same code time one case
+# up to 15 % apart here (memory placement, for the life of the process), however many rounds
+# pair them; a change of a whole backend is judged over its cases, past BACKEND_THRESHOLD.
+AB_THRESHOLD = 25.0
+MIN_BACKEND_CASES = 3  # a backend's change is judged over at least this many cases
 ALPHA = 0.05
 ERROR_FACTOR = 2.0
 _MEASURED = ("ok", "inaccurate")
@@ -100,6 +118,24 @@ class Change:
     ratio_ci: tuple[float, float] | None = None  # paired only: 95 % interval of ``ratio``
 
 
+@dataclass(frozen=True)
+class BackendChange:
+    """One backend's change over all its cases on one device and dtype: the median of its
+    cases' ratios (new / base), its 95 % interval, and the Holm-corrected p of the Wilcoxon
+    signed-rank test over the cases."""
+
+    backend: str
+    device: str
+    dtype: str
+    verdict: str  # "slower", "faster" or "unchanged"
+    ratio: Ratio
+    p_value: float | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend} {self.device} {self.dtype}"
+
+
 @dataclass
 class Comparison:
     changes: list[Change]
@@ -108,6 +144,8 @@ class Comparison:
     alpha: float
     error_factor: float
     paired: bool = False
+    backends: list[BackendChange] = field(default_factory=list)
+    backend_threshold: float = BACKEND_THRESHOLD
 
     @property
     def counts(self) -> dict[str, int]:
@@ -117,6 +155,15 @@ class Comparison:
     @property
     def worse(self) -> list[Change]:
         return [ch for ch in self.changes if ch.verdict in BAD]
+
+    @property
+    def worse_backends(self) -> list[BackendChange]:
+        return [b for b in self.backends if b.verdict == "slower"]
+
+    @property
+    def bad(self) -> bool:
+        """What makes ``compare`` and ``ab`` exit 1: a case or a backend got worse."""
+        return bool(self.worse or self.worse_backends)
 
     @property
     def test(self) -> str:
@@ -234,6 +281,7 @@ def compare(
     alpha: float = ALPHA,
     error_factor: float = ERROR_FACTOR,
     paired: bool = False,
+    backend_threshold: float = BACKEND_THRESHOLD,
 ) -> Comparison:
     """Every case of either side, classified; ``threshold`` is a percentage of the base median.
 
@@ -264,7 +312,46 @@ def compare(
         alpha,
         error_factor,
         paired,
+        backend_changes(changes, backend_threshold, alpha),
+        backend_threshold,
     )
+
+
+def backend_changes(
+    changes: list[Change], threshold: float = BACKEND_THRESHOLD, alpha: float = ALPHA
+) -> list[BackendChange]:
+    """Each backend's change over its timed cases (per device and dtype).
+
+    A case's ratio carries, beside the change itself, what its process did to it — memory
+    layout, the core it ran on — which rounds inside one process cannot cancel: two processes
+    of the same code differ by a few percent on one case. Across a backend's cases these
+    effects are independent and cancel, while a real slowdown of the backend moves them all;
+    so the cases are the pairs of a Wilcoxon signed-rank test (Holm-corrected over the
+    backends), and the median of their ratios must change by more than ``threshold`` %.
+    """
+    groups: dict[tuple[str, str, str], list[Change]] = {}
+    for ch in changes:
+        if ch.ratio is not None and ch.base is not None and ch.new is not None:
+            groups.setdefault(ch.key[1:], []).append(ch)
+    judged = [(k, v) for k, v in groups.items() if len(v) >= MIN_BACKEND_CASES]
+    ratios = [paired_ratio([ch.ratio for ch in v], [1.0] * len(v)) for _, v in judged]  # type: ignore[misc]
+    raw = [
+        wilcoxon_p([ch.ratio for ch in v], [1.0] * len(v))  # type: ignore[misc]
+        if min_wilcoxon_p(len(v)) < alpha
+        else None
+        for _, v in judged
+    ]
+    tested = [i for i, p in enumerate(raw) if p is not None]
+    adjusted: list[float | None] = [None] * len(judged)
+    for i, p in zip(tested, holm([raw[i] for i in tested]), strict=True):  # type: ignore[misc]
+        adjusted[i] = p
+    out = []
+    for ((backend, device, dtype), _), r, p in zip(judged, ratios, adjusted, strict=True):
+        verdict = "unchanged"
+        if p is not None and p < alpha and abs(r.value - 1) * 100 > threshold:
+            verdict = "slower" if r.value > 1 else "faster"
+        out.append(BackendChange(backend, device, dtype, verdict, r, p))
+    return out
 
 
 COUNT_MARGIN = 2.0  # % more instructions than the baseline that the instruction gate fails on
@@ -312,3 +399,79 @@ def count_changes(
         changes.append(CountChange(key, verdict, n, b))
     changes.sort(key=lambda ch: VERDICTS.index(ch.verdict))
     return changes
+
+
+# The pytest-benchmark gate: each benchmark's time over its case's yardstick (``gate.ratios``),
+# now against the committed baseline. Between two runs on a shared machine one benchmark's
+# ratio moves by up to 1.5x; a whole backend's geometric mean by far less.
+GATE_THRESHOLD = 1.8
+GATE_BACKEND_THRESHOLD = 1.25
+
+
+@dataclass(frozen=True)
+class RatioVerdict:
+    """One benchmark's ratio to its yardstick, now and in the baseline."""
+
+    key: str
+    backend: str
+    now: float | None
+    base: float | None
+    status: str  # "slower", "faster", "unchanged", "new", "missing"
+
+    @property
+    def change(self) -> float | None:
+        """How many times slower than in the baseline (relative to the yardstick)."""
+        if self.now is None or self.base is None:
+            return None
+        return self.now / self.base
+
+
+@dataclass(frozen=True)
+class Judgement:
+    verdicts: list[RatioVerdict]
+    backend_change: dict[str, float]  # geometric mean of each backend's changes
+    threshold: float
+    backend_threshold: float
+
+    @property
+    def slower_backends(self) -> list[str]:
+        return [b for b, c in self.backend_change.items() if c > self.backend_threshold]
+
+    def having(self, status: str) -> list[RatioVerdict]:
+        return [v for v in self.verdicts if v.status == status]
+
+    @property
+    def passed(self) -> bool:
+        return not (self.having("slower") or self.having("missing") or self.slower_backends)
+
+
+def judge_ratios(
+    now: dict[str, float],
+    base: dict[str, float],
+    threshold: float = GATE_THRESHOLD,
+    backend_threshold: float = GATE_BACKEND_THRESHOLD,
+) -> Judgement:
+    """Each benchmark against the baseline: ``slower`` past ``threshold`` times its baseline
+    ratio, ``faster`` below its inverse, ``new`` or ``missing`` when only one side has it;
+    and each backend's geometric-mean change over the cases both sides have."""
+    verdicts: list[RatioVerdict] = []
+    logs: dict[str, list[float]] = defaultdict(list)
+    for key in sorted(set(now) | set(base)):
+        backend = key.rsplit(" | ", 1)[1]  # keys of gate.ratios: "case | device | dtype | backend"
+        r_now, r_base = now.get(key), base.get(key)
+        if r_now is None:
+            status = "missing"
+        elif r_base is None:
+            status = "new"
+        else:
+            change = r_now / r_base
+            logs[backend].append(math.log(change))
+            if change > threshold:
+                status = "slower"
+            elif change < 1 / threshold:
+                status = "faster"
+            else:
+                status = "unchanged"
+        verdicts.append(RatioVerdict(key, backend, r_now, r_base, status))
+    means = {b: math.exp(statistics.fmean(v)) for b, v in sorted(logs.items())}
+    return Judgement(verdicts, means, threshold, backend_threshold)

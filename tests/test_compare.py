@@ -127,6 +127,29 @@ def test_paired_verdicts_are_holm_corrected() -> None:
     assert not c.worse and c.paired
 
 
+def test_a_backend_slower_on_all_its_cases_is_caught_over_them() -> None:
+    # Each case of a process pair is off by its own few % (layout, placement): no one case
+    # passes the 10 % threshold, but a 5 % slowdown of every case of "slow" shows over the 13.
+    rng = np.random.default_rng(7)
+    pairs = []
+    for backend, shift in (("slow", 1.05), ("same", 1.0)):
+        for i in range(13):
+            base, new = _pair(f"c{i}", shift * (1 + 0.02 * rng.standard_normal()), seed=i)
+            base.backend = new.backend = backend
+            pairs.append((base, new))
+    c = compare([p[0] for p in pairs], [p[1] for p in pairs], paired=True)
+    assert not c.worse  # no case over the threshold
+    verdicts = {b.backend: b for b in c.backends}
+    assert verdicts["slow"].verdict == "slower" and verdicts["same"].verdict == "unchanged"
+    assert verdicts["slow"].ratio.lo <= 1.05 <= verdicts["slow"].ratio.hi
+    assert verdicts["slow"].ratio.n == 13 and c.bad
+    # Under the backend threshold, or over too few cases to test, nothing counts.
+    assert not compare([p[0] for p in pairs], [p[1] for p in pairs], paired=True,
+                       backend_threshold=6.0).bad  # fmt: skip
+    few = compare([p[0] for p in pairs[:4]], [p[1] for p in pairs[:4]], paired=True)
+    assert few.backends[0].p_value is None and not few.bad
+
+
 def test_too_few_rounds_cannot_be_tested() -> None:
     (ch,) = compare(*map(list, zip(_pair("x", 2.0, rounds=4), strict=True)), paired=True).changes
     assert ch.verdict == "untested" and "4 rounds" in ch.note

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from conftest import run_cli
 
-from convbench.gate import SEP, YARDSTICK, GateError, judge, load_run, make_baseline, ratios
+from convbench.gate import SEP, YARDSTICK, GateError, load_run, make_baseline, ratios
+from convbench.verdicts import judge_ratios as judge
 
 ROOT = Path(__file__).resolve().parents[1]
 SLOWED = "fft-torch"

@@ -7,10 +7,16 @@ alternating rounds); neither the verdicts nor their statistics are made here.
 from __future__ import annotations
 
 from convbench.report.page import Cell, Column, Page, esc, fmt_num, hline, plot_text
-from convbench.report.summary import format_seconds
-from convbench.verdicts import Change, Comparison
+from convbench.report.summary import format_seconds, ratio_text
+from convbench.verdicts import BackendChange, Change, Comparison, record_speedup
 
-__all__ = ["CHANGE_COLUMNS", "change_cells", "render_comparison"]
+__all__ = ["CHANGE_COLUMNS", "backend_change_text", "change_cells", "render_comparison"]
+
+
+def backend_change_text(b: BackendChange) -> str:
+    """``+5.1 % [+4.2, +6.0]``: a backend's median change over its cases, with its interval."""
+    r = b.ratio
+    return f"{100 * (r.value - 1):+.1f} % [{100 * (r.lo - 1):+.1f}, {100 * (r.hi - 1):+.1f}]"
 
 
 def _interval(ch: Change) -> str:
@@ -19,6 +25,28 @@ def _interval(ch: Change) -> str:
         return ""
     lo, hi = (100 * (r - 1) for r in ch.ratio_ci)
     return f" [{lo:+.1f}, {hi:+.1f}]"
+
+
+def _instructions(ch: Change) -> Cell:
+    """Instructions per call, base -> new, where both sides were counted (``ab --instructions``,
+    or two runs with ``--instructions``): a figure that does not move with the machine."""
+    a = ch.base.instructions if ch.base else None
+    b = ch.new.instructions if ch.new else None
+    if not a or b is None:
+        return Cell("-", cls="num")
+    pct = 100 * (b / a - 1)
+    return Cell(f"{a:,.0f} -> {b:,.0f} ({pct:+.1f} %)", pct, cls="num")
+
+
+def _speedups(ch: Change) -> Cell:
+    """The case's paired speed-up over its run's baseline backend in each run (``compare`` of
+    two runs): the within-run verdict, beside the between-run change."""
+    a = record_speedup(ch.base) if ch.base else None
+    b = record_speedup(ch.new) if ch.new else None
+    if a is None and b is None:
+        return Cell("-", cls="num")
+    text = " -> ".join(ratio_text(r) if r else "-" for r in (a, b))
+    return Cell(text, b.value if b else None, cls="num")
 
 
 def change_cells(ch: Change) -> list[Cell]:
@@ -40,6 +68,8 @@ def change_cells(ch: Change) -> list[Cell]:
         Cell(fmt_num(ch.p_value, ".2g"), ch.p_value, cls="num"),
         Cell(errors, ch.error_ratio, cls="num"),
         Cell(ch.verdict, cls=ch.verdict.replace(" ", "-")),
+        _instructions(ch),
+        _speedups(ch),
         Cell(ch.note, cls="reason"),
     ]
 
@@ -51,6 +81,10 @@ CHANGE_COLUMNS = [
     Column("p", numeric=True, title="Holm-corrected p of the speed test (paired: Wilcoxon "
            "signed-rank on the per-round ratios; else Mann-Whitney U on the samples)"),
     Column("rel. error base -> new", numeric=True), Column("verdict", filter=True),
+    Column("instructions base -> new", numeric=True, title="instructions per call counted "
+           "under callgrind (one thread), where both sides have them"),
+    Column("vs baseline base -> new", numeric=True, title="the paired speed-up over the run's "
+           "baseline backend, in each run, with its 95 % interval; n.s.: it contains 1"),
     Column("note"),
 ]  # fmt: skip
 
@@ -103,6 +137,30 @@ def render_comparison(c: Comparison, base_name: str, new_name: str) -> str:
         },
     )
     page.section("Changes of speed", chart)
+    if c.backends:
+        columns = [
+            Column("backend", filter=True), Column("cases", numeric=True),
+            Column("median change", numeric=True, title="median over the cases of new / base, "
+                   "with its 95 % interval"),
+            Column("p", numeric=True, title="Wilcoxon signed-rank over the cases, Holm-corrected "
+                   "over the backends"),
+            Column("verdict", filter=True),
+        ]  # fmt: skip
+        rows = [
+            [Cell(b.label), Cell(str(b.ratio.n), b.ratio.n, cls="num"),
+             Cell(backend_change_text(b), b.ratio.value, cls="num"),
+             Cell(fmt_num(b.p_value, ".2g"), b.p_value, cls="num"),
+             Cell(b.verdict, cls=b.verdict)]
+            for b in c.backends
+        ]  # fmt: skip
+        page.section(
+            "Backends over their cases",
+            Page.table("backends", columns, rows),
+            f"A backend counts as slower or faster when the median of its cases' changes exceeds "
+            f"{c.backend_threshold:g} % and the cases move together (Wilcoxon signed-rank, "
+            f"Holm-corrected over the backends, p < {c.alpha:g}): what one process does to one "
+            "case cancels over many, a real change of the backend does not.",
+        )
     page.section(
         "Every case",
         Page.table("changes", CHANGE_COLUMNS, [change_cells(ch) for ch in c.changes]),

@@ -1,0 +1,150 @@
+"""Instruction counts under callgrind, for real: valgrind runs, nothing is mocked.
+
+Every valgrind process pays some 20 s of imports before it counts anything, so the counting
+tests share ONE job (a module-scoped fixture) and the command line is run once end to end; the
+verdict tests and the one without valgrind need none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from convbench.instructions import CountRun, count_instructions, valgrind_reason
+from convbench.results import RunStore
+from convbench.spec import parse
+from convbench.suites import Workload
+from convbench.sweep import Case
+from convbench.verdicts import count_changes
+
+TESTS = Path(__file__).parent
+NO_VALGRIND = valgrind_reason()
+needs_valgrind = pytest.mark.skipif(NO_VALGRIND is not None, reason=str(NO_VALGRIND))
+
+SMALL = "mb1ic16ih14oc16oh14kh3ph1"
+WIDER = "mb1ic64ih14oc16oh14kh3ph1"  # the same layer with four times the input channels
+
+
+def _case(spec: str, backend: str = "torch", device: str = "cpu") -> Case:
+    return Case(Workload(parse(spec)), backend, device, "float32")
+
+
+@pytest.fixture(scope="module")
+def counted(tmp_path_factory: pytest.TempPathFactory) -> CountRun:
+    """One valgrind process for every counting test: the same case twice, a wider layer, a
+    backend that raises in prepare (a plugin, loaded in the child as the CLI loads it), and a
+    CUDA case that is never sent to valgrind."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])),
+        "CONVBENCH_PLUGINS": "plugin_backends",
+    }
+    cases = [
+        _case(SMALL),
+        _case(SMALL, "test-hostile"),
+        _case(SMALL),
+        _case(WIDER),
+        _case(SMALL, "direct"),
+        _case(SMALL, device="cuda"),
+    ]
+    return count_instructions(cases, env=env, workdir=tmp_path_factory.mktemp("callgrind"))
+
+
+@needs_valgrind
+def test_counts_are_positive_per_call_and_say_what_was_counted(counted: CountRun) -> None:
+    ok = [c for c in counted.counts if c.status == "ok"]
+    assert len(ok) == 4
+    assert all(c.instructions and c.instructions > 10_000 for c in ok)
+    info = counted.info
+    assert info["calls"] == 1 and info["threads"] == 1 and info["cache_sim"] is False
+    assert info["valgrind"].startswith("valgrind-")
+    for side in ("counted", "timed"):
+        assert info[side]["onednn_isa"] != "unknown" and info[side]["cpu_capability"]
+    assert "AVX512" not in info["counted"]["cpu_capability"]  # valgrind emulates no AVX-512
+
+
+@needs_valgrind
+def test_the_same_case_counts_the_same(counted: CountRun) -> None:
+    small = parse(SMALL).format()
+    first, again = (
+        c for c in counted.counts if (c.spec, c.backend, c.device) == (small, "torch", "cpu")
+    )
+    assert first.instructions and again.instructions
+    assert abs(again.instructions / first.instructions - 1) < 1e-3
+
+
+@needs_valgrind
+def test_more_arithmetic_counts_more(counted: CountRun) -> None:
+    by = {(c.spec, c.backend): c.instructions for c in counted.counts}
+    assert by[(parse(WIDER).format(), "torch")] > 2 * by[(parse(SMALL).format(), "torch")]
+
+
+@needs_valgrind
+def test_a_failing_case_fails_alone(counted: CountRun) -> None:
+    (failed,) = counted.failures
+    assert failed.backend == "test-hostile"
+    assert failed.reason == "RuntimeError: deliberate failure"
+    assert failed.instructions is None
+    (cuda,) = (c for c in counted.counts if c.device == "cuda")
+    assert cuda.status == "unsupported" and cuda.instructions is None
+
+
+def test_verdicts_on_the_margin() -> None:
+    base = {"a": 1_000_000.0, "b": 1_000_000.0, "c": 1_000_000.0, "gone": 5.0}
+    now = {"a": 1_021_000.0, "b": 1_019_000.0, "c": 900_000.0, "added": 7.0}
+    verdicts = {ch.key: ch.verdict for ch in count_changes(now, base, margin=2.0)}
+    assert verdicts == {
+        "a": "slower",
+        "b": "unchanged",
+        "c": "faster",
+        "gone": "missing",
+        "added": "new",
+    }
+    (a,) = (ch for ch in count_changes(now, base) if ch.key == "a")
+    assert a.change_pct == pytest.approx(2.1)
+    assert {ch.verdict for ch in count_changes({"b": 1_019_000.0}, base, 1.0)} >= {"slower"}
+
+
+@needs_valgrind
+def test_run_instructions_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "res"
+    proc = run_cli(
+        "run", "--spec", SMALL, "--backend", "torch,im2col", "--quick", "--instructions",
+        "--threads", "1", "--out", str(out), cwd=tmp_path, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    (run,) = out.iterdir()
+    records = [json.loads(line) for line in (run / "records.jsonl").read_text().splitlines()]
+    counts = json.loads((run / "instructions.json").read_text())
+    assert {c["backend"] for c in counts["cases"]} == {"torch", "im2col"}
+    assert "instructions: 2 cases counted" in proc.stdout
+    merged = RunStore(out, run.name).records()
+    assert len(merged) == len(records) == 2
+    assert all(r.instructions and r.instructions > 10_000 for r in merged)
+
+
+def test_instructions_without_valgrind_is_a_usage_error(tmp_path: Path) -> None:
+    """With valgrind off PATH, ``--instructions`` stops before any timing: one line, exit 2."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "python").symlink_to(sys.executable)
+    env = {**os.environ, "PATH": str(bindir)}
+    assert shutil.which("valgrind", path=env["PATH"]) is None
+    proc = subprocess.run(
+        [sys.executable, "-m", "convbench", "run", "--spec", SMALL, "--instructions",
+         "--out", str(tmp_path / "res")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "convbench: error: --instructions: valgrind is not on PATH "
+        "(install it: apt-get install valgrind)"
+    ]
+    assert not (tmp_path / "res").exists()
