@@ -275,7 +275,7 @@ def _record(
         algorithm=r.algorithm,
         algorithm_params=r.params,
         baseline=rounds.baseline or "",
-        rounds=rounds.count,
+        rounds=timing.repeats,
         speedup=speedup.value if speedup else None,
         speedup_lo=speedup.lo if speedup else None,
         speedup_hi=speedup.hi if speedup else None,

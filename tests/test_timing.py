@@ -118,15 +118,16 @@ def test_every_round_visits_every_participant_in_a_fresh_order() -> None:
 
 
 def test_pairing_cancels_a_drift_that_unpaired_medians_carry() -> None:
-    # The machine's speed swings by a factor of 3 (period 0.5 s); b does 10 % more work than a.
-    m = Machine(drift=lambda t: 2 + math.sin(t * 2 * math.pi / 0.5), noise=0.01)
+    # Another process comes and goes every 20 ms, making the machine 3x slower while it runs;
+    # b does 10 % more work than a. (The assertions hold for each of 40 seeds tried.)
+    m = Machine(drift=lambda t: 3.0 if int(t / 0.02) % 2 else 1.0, noise=0.01)
     r = measure_rounds({"a": m.participant("a", 1e-3), "b": m.participant("b", 1.1e-3)},
-                       CFG, baseline="a", now=m.now)  # fmt: skip
+                       CFG, baseline="a", now=m.now, rng=random.Random(2))  # fmt: skip
     s = r.speedup("b")
     assert s is not None and s.lo <= 1 / 1.1 <= s.hi and s.significant
     assert s.precision <= CFG.rel_precision
     lo, hi = median_ci(r.timings["a"].samples_s)  # unpaired, a's median is far less certain
-    assert (hi - lo) / (2 * r.timings["a"].median_s) > 5 * s.precision
+    assert (hi - lo) / (2 * r.timings["a"].median_s) > 2 * s.precision
     assert r.speedup("a") is None  # the baseline has no speed-up over itself
 
 

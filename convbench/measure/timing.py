@@ -137,29 +137,31 @@ class Rounds:
 
     @property
     def count(self) -> int:
-        return min((t.repeats for t in self.timings.values()), default=0)
+        """How many rounds were taken (the participants that left early took part in fewer)."""
+        return max((t.repeats for t in self.timings.values()), default=0)
 
     def speedup(self, name: str) -> Ratio | None:
-        """The baseline's time over ``name``'s, paired by round (above 1: ``name`` is faster)."""
+        """The baseline's time over ``name``'s, paired by round (above 1: ``name`` is faster),
+        over the rounds both took part in."""
         if self.baseline not in self.timings or name == self.baseline or name not in self.timings:
             return None
-        base = self.timings[self.baseline].samples_s  # type: ignore[index]
-        return paired_ratio(base, self.timings[name].samples_s)
+        xs = self.timings[name].samples_s
+        base = self.timings[self.baseline].samples_s[: len(xs)]  # type: ignore[index]
+        return paired_ratio(base, xs)
 
 
-def _precise(samples: dict[str, list[float]], baseline: str | None, precision: float) -> bool:
-    """Whether every participant's figure is known to ``precision``: its paired ratio to the
-    baseline where there is one, else its own median."""
-    for name, xs in samples.items():
-        if baseline in samples and name != baseline:
-            if paired_ratio(samples[baseline], xs).precision > precision:  # type: ignore[index]
-                return False
-            continue
-        lo, hi = median_ci(xs)
-        med = statistics.median(xs)
-        if not med > 0 or (hi - lo) / (2 * med) > precision:
-            return False
-    return True
+def _known(
+    name: str, samples: dict[str, list[float]], baseline: str | None, precision: float
+) -> bool:
+    """Whether ``name``'s figure is known to ``precision``: its paired ratio to the baseline
+    (over the rounds both took part in) where there is one, else its own median."""
+    xs = samples[name]
+    if baseline in samples and name != baseline:
+        base = samples[baseline][: len(xs)]  # type: ignore[index]
+        return paired_ratio(base, xs).precision <= precision
+    lo, hi = median_ci(xs)
+    med = statistics.median(xs)
+    return med > 0 and (hi - lo) / (2 * med) <= precision
 
 
 def measure_rounds(
@@ -212,33 +214,46 @@ def measure_rounds(
                 else min(10_000, math.ceil(cfg.min_sample_s / max(one, 1e-9)))
             )
 
+    # Rounds: every active participant once, in a fresh random order. One leaves when its figure
+    # is known to the precision asked (after twice the minimum rounds) or when it has had its
+    # budget of sampling time, as it would alone; the baseline stays as long as anyone it pairs
+    # with, so every ratio is taken over rounds both took part in.
     samples: dict[str, list[float]] = {name: [] for name in live}
-    budget = cfg.budget_s * max(len(live), 1)
-    t0 = now()
+    spent = dict.fromkeys(live, 0.0)
+    active = list(live)
     rounds = 0
-    while live and rounds < cfg.max_samples:
-        order = list(live)
+    while active and rounds < cfg.max_samples:
+        order = list(active)
         rng.shuffle(order)
         for name in order:
+            t0 = now()
             seconds = take(name, numbers[name])
+            spent[name] += now() - t0
             if seconds is None:
-                for gone in set(samples) - set(live):
-                    del samples[gone]
+                active.remove(name)
+                del samples[name]
                 continue
             samples[name].append(seconds / numbers[name])
         rounds += 1
         if rounds < cfg.min_samples:
             continue
-        if now() - t0 > budget:
-            break
-        if rounds >= 2 * cfg.min_samples and _precise(samples, baseline, cfg.rel_precision):
-            break
+        enough = rounds >= 2 * cfg.min_samples
+        pairs = baseline in samples and len(samples) > 1
+        active = [
+            name
+            for name in active
+            if (pairs and name == baseline)
+            or not (
+                spent[name] > cfg.budget_s
+                or (
+                    enough and _known(name, samples, baseline if pairs else None, cfg.rel_precision)
+                )
+            )
+        ]
+        if pairs and active == [baseline]:
+            active = []  # its partners are done: the baseline has had as many rounds as any
     return Rounds(
-        {
-            name: summarize(xs, numbers[name], cfg.noisy_iqr)
-            for name, xs in samples.items()
-            if xs and name in live
-        },
+        {name: summarize(xs, numbers[name], cfg.noisy_iqr) for name, xs in samples.items() if xs},
         errors,
         baseline,
     )
