@@ -43,6 +43,7 @@ __all__ = [
     "ERROR_FACTOR",
     "GATE_BACKEND_THRESHOLD",
     "GATE_THRESHOLD",
+    "SPEEDUP_MARGIN",
     "THRESHOLD",
     "VERDICTS",
     "BackendChange",
@@ -80,6 +81,8 @@ BACKEND_THRESHOLD = 2.0
 # up to 15 % apart here (memory placement, for the life of the process), however many rounds
 # pair them; a change of a whole backend is judged over its cases, past BACKEND_THRESHOLD.
 AB_THRESHOLD = 25.0
+# % beyond which a backend's speed-up within one run counts (its interval must clear it).
+SPEEDUP_MARGIN = 5.0
 MIN_BACKEND_CASES = 3  # a backend's change is judged over at least this many cases
 ALPHA = 0.05
 ERROR_FACTOR = 2.0
@@ -94,14 +97,21 @@ def record_speedup(r: Record) -> Ratio | None:
     return Ratio(r.speedup, r.speedup_lo, r.speedup_hi, r.rounds)
 
 
-def speedup_verdict(ratio: Ratio | None) -> str:
-    """A backend's paired speed-up over the baseline: ``faster``, ``slower``, or ``not
-    significant`` when its 95 % interval contains 1 (and ``-`` when there is none)."""
+def speedup_verdict(ratio: Ratio | None, margin: float = SPEEDUP_MARGIN) -> str:
+    """A backend's paired speed-up over the baseline: ``faster`` or ``slower`` when its 95 %
+    interval lies wholly beyond ``margin`` % either side of 1, else ``not significant`` (``-``
+    when there is none). The margin is what the process alone does: the same backend against
+    the same baseline, in five runs of one selection, gave speed-ups from 0.94x to 1.07x, each
+    with an interval of ±3 % — the rounds cancel the machine's drift, not where each run's
+    memory landed."""
     if ratio is None:
         return "-"
-    if not ratio.significant:
-        return "not significant"
-    return "faster" if ratio.lo > 1 else "slower"
+    edge = 1 + margin / 100
+    if ratio.lo > edge:
+        return "faster"
+    if ratio.hi < 1 / edge:
+        return "slower"
+    return "not significant"
 
 
 @dataclass(frozen=True)

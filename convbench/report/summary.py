@@ -91,10 +91,10 @@ def _tie(fastest: Record, timed: list[Record], baseline: str) -> str | None:
     interval contains 1."""
     if fastest.backend != baseline:
         r = record_speedup(fastest)
-        return baseline if r is not None and not r.significant else None
+        return baseline if r is not None and speedup_verdict(r) == "not significant" else None
     for other in sorted(timed, key=lambda r: r.median_s or 0.0):
         r = record_speedup(other)
-        if other is not fastest and r is not None and not r.significant:
+        if other is not fastest and r is not None and speedup_verdict(r) == "not significant":
             return other.backend
     return None
 
@@ -151,7 +151,7 @@ def ratio_text(r: Ratio) -> str:
     (its interval contains 1), or ``1.50x`` for a ratio measured without rounds."""
     if r.n == 0:
         return f"{r.value:.2f}x"
-    ns = "" if r.significant else " n.s."
+    ns = "" if speedup_verdict(r) != "not significant" else " n.s."
     return f"{r.value:.2f}x{ns} [{r.lo:.2f}-{r.hi:.2f}]"
 
 
