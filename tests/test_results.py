@@ -95,6 +95,7 @@ def test_summary_shows_a_lead_within_the_noise_as_a_tie() -> None:
     )
     (row,) = summarize_cases(tie)
     assert row.fastest == "torch" and row.winner_text == "torch ≈ a"
+    assert row.speedup is None and row.speedup_text == "(baseline)"
 
 
 def test_format_seconds() -> None:

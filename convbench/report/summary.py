@@ -123,7 +123,7 @@ def summarize_cases(records: list[Record], reference_backend: str = "torch") -> 
         least = min(sized, key=lambda r: r.peak_bytes) if sized else None  # type: ignore[arg-type,return-value]
         speedup = None
         if fastest is not None and ref is not None:
-            speedup = speedup_of(fastest, ref) if fastest is not ref else Ratio(1.0, 1.0, 1.0, 0)
+            speedup = speedup_of(fastest, ref) if fastest is not ref else None
         out.append(
             CaseSummary(
                 spec=spec,
