@@ -49,7 +49,7 @@ from convbench.report.summary import format_seconds
 from convbench.results import Record, RunStore, new_run_id
 from convbench.spec import parse
 from convbench.suites import Workload
-from convbench.sweep import Case, SweepConfig, _base, estimate_bytes, plan
+from convbench.sweep import Case, SweepConfig, _base, estimate_bytes, plan, timing_fields
 
 __all__ = [
     "AB_BUDGET_S",
@@ -340,32 +340,22 @@ def _entry(case: Case) -> dict[str, str]:
     )  # fmt: skip
 
 
-def _timed(base: dict[str, object], answer: Mapping[str, Any], t: Timing, rounds: int) -> Record:
+def _timed(base: dict[str, object], answer: Mapping[str, Any], t: Timing) -> Record:
     """The record of a case that was timed: ``ok`` or ``inaccurate``, as ``run`` decides."""
     err, tol, accurate = answer["rel_l2_error"], answer["tolerance"], answer["accurate"]
-    flops = int(base["flops"])  # type: ignore[call-overload]
     return Record(
         **base,  # type: ignore[arg-type]
         status="ok" if accurate else "inaccurate",
         reason="" if accurate else f"relative L2 error {err:.3g} exceeds the tolerance {tol:.3g}",
-        median_s=t.median_s,
-        iqr_s=t.iqr_s,
-        min_s=t.min_s,
-        mean_s=t.mean_s,
-        repeats=t.repeats,
-        number=t.number,
-        samples_s=t.samples_s,
-        gflops=flops / t.median_s / 1e9 if t.median_s > 0 else None,
+        **timing_fields(t, int(base["flops"])),  # type: ignore[call-overload]
         prepare_s=answer["prepare_s"],
         peak_bytes=answer["peak_bytes"],
         prepare_bytes=answer["prepare_bytes"],
         rel_l2_error=err,
         max_abs_error=answer["max_abs_error"],
         tolerance=tol,
-        noisy=t.noisy,
         algorithm=answer["algorithm"],
         algorithm_params=answer.get("params") or {},
-        rounds=rounds,
     )
 
 
@@ -409,7 +399,7 @@ def _case(
                 error = rounds.errors[role]
                 records[role] = Record(**base[role], status="failed", reason=str(error))  # type: ignore[arg-type]
             else:
-                records[role] = _timed(base[role], answer, rounds.timings[role], rounds.count)
+                records[role] = _timed(base[role], answer, rounds.timings[role])
     for role in prepared:
         try:
             workers[role].ask(op="release", id=key)

@@ -204,8 +204,21 @@ def _add_selection(
     )
 
 
-def _add_backend_threshold(group: argparse._ArgumentGroup) -> None:
-    """``compare``'s and ``ab``'s verdict on each backend over all its cases."""
+def _add_verdict_options(group: argparse._ArgumentGroup) -> None:
+    """What ``compare`` and ``ab`` share of their verdicts (each sets its own --threshold)."""
+    group.add_argument(
+        "--alpha",
+        type=_probability,
+        default=verdicts.ALPHA,
+        help=f"significance level, Holm-corrected over the cases (default: {verdicts.ALPHA:g})",
+    )
+    group.add_argument(
+        "--error-factor",
+        type=_ratio,
+        default=verdicts.ERROR_FACTOR,
+        help="an error that grows by more than this factor is less accurate "
+        f"(default: {verdicts.ERROR_FACTOR:g})",
+    )
     group.add_argument(
         "--backend-threshold",
         type=_percent,
@@ -318,20 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PCT",
         help=f"smallest change of the median that counts, in %% (default: {verdicts.THRESHOLD:g})",
     )
-    cmp.add_argument(
-        "--alpha",
-        type=_probability,
-        default=verdicts.ALPHA,
-        help=f"significance level, Holm-corrected over the cases (default: {verdicts.ALPHA:g})",
-    )
-    cmp.add_argument(
-        "--error-factor",
-        type=_ratio,
-        default=verdicts.ERROR_FACTOR,
-        help="an error that grows by more than this factor is less accurate "
-        f"(default: {verdicts.ERROR_FACTOR:g})",
-    )
-    _add_backend_threshold(cmp)  # type: ignore[arg-type]
+    _add_verdict_options(cmp)  # type: ignore[arg-type]
     cmp.add_argument("--html", type=Path, default=None, metavar="FILE", help="also write a page")
     cmp.add_argument("--root", default="results", help="where run ids are looked up")
 
@@ -375,20 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: {verdicts.AB_THRESHOLD:g}: one process's memory placement alone moves a "
         "case by up to 15 %%)",
     )
-    _add_backend_threshold(abt)
-    abt.add_argument(
-        "--alpha",
-        type=_probability,
-        default=verdicts.ALPHA,
-        help=f"significance level, Holm-corrected over the cases (default: {verdicts.ALPHA:g})",
-    )
-    abt.add_argument(
-        "--error-factor",
-        type=_ratio,
-        default=verdicts.ERROR_FACTOR,
-        help="an error that grows by more than this factor is less accurate "
-        f"(default: {verdicts.ERROR_FACTOR:g})",
-    )
+    _add_verdict_options(abt)
     abt.add_argument(
         "--html", type=Path, default=None, metavar="FILE", help="also write the page here"
     )

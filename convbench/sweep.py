@@ -28,7 +28,7 @@ from convbench.backends.base import UnsupportedConfig, conv_input
 from convbench.inputs import Inputs, make_inputs
 from convbench.measure.accuracy import Accuracy, compare
 from convbench.measure.memory import allocation
-from convbench.measure.timing import Clock, Rounds, TimingConfig, measure_rounds
+from convbench.measure.timing import Clock, Rounds, Timing, TimingConfig, measure_rounds
 from convbench.profiling import TRACES, profile_ready
 from convbench.results import Record, RunStore, case_key
 from convbench.spec import ConvSpec
@@ -46,6 +46,7 @@ __all__ = [
     "ready",
     "reference",
     "run_sweep",
+    "timing_fields",
 ]
 
 DTYPES: dict[str, torch.dtype] = {
@@ -229,6 +230,22 @@ def ready(case: Case, seed: int = 0) -> Ready:
     return make_ready(case, inputs, reference(case.spec, inputs))
 
 
+def timing_fields(t: Timing, flops: int) -> dict[str, Any]:
+    """A record's timing fields from a ``Timing``: what ``run`` and ``ab`` both write."""
+    return dict(
+        median_s=t.median_s,
+        iqr_s=t.iqr_s,
+        min_s=t.min_s,
+        mean_s=t.mean_s,
+        repeats=t.repeats,
+        number=t.number,
+        samples_s=t.samples_s,
+        gflops=flops / t.median_s / 1e9 if t.median_s > 0 else None,
+        noisy=t.noisy,
+        rounds=t.repeats,
+    )
+
+
 def _record(
     r: Ready,
     rounds: Rounds,
@@ -257,25 +274,16 @@ def _record(
         **base,  # type: ignore[arg-type]
         status="ok" if r.accurate else "inaccurate",
         reason="; ".join(notes),
-        median_s=timing.median_s,
-        iqr_s=timing.iqr_s,
-        min_s=timing.min_s,
-        mean_s=timing.mean_s,
-        repeats=timing.repeats,
-        number=timing.number,
-        samples_s=timing.samples_s,
-        gflops=case.spec.flops / timing.median_s / 1e9 if timing.median_s > 0 else None,
+        **timing_fields(timing, case.spec.flops),
         prepare_s=r.prepare_s,
         peak_bytes=r.peak_bytes,
         prepare_bytes=r.prepare_bytes,
         rel_l2_error=err,
         max_abs_error=r.accuracy.max_abs_error,
         tolerance=r.tolerance,
-        noisy=timing.noisy,
         algorithm=r.algorithm,
         algorithm_params=r.params,
         baseline=rounds.baseline or "",
-        rounds=timing.repeats,
         speedup=speedup.value if speedup else None,
         speedup_lo=speedup.lo if speedup else None,
         speedup_hi=speedup.hi if speedup else None,
