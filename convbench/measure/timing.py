@@ -9,11 +9,17 @@ One callable alone is the one-participant case of the same loop.
 
 Each participant is warmed up, then its calls are grouped so that one sample lasts at least
 ``min_sample_s`` (a call far shorter than the clock's resolution is timed ``number`` at a time
-and the sample divided by ``number``). Rounds go on until every participant's figure is known
-to ``rel_precision`` — its paired ratio to the baseline, or its own median without one, by the
-95 % distribution-free interval (order statistics) — or the time budget is spent. On CUDA each
-sample is bracketed by CUDA events and the device is synchronised before the host reads
-anything.
+and the sample divided by ``number``). Where several take part, a participant's turn in a round
+starts with untimed calls (``turn_warmup_s``, one call at least) and its value is the median of
+``turn_samples`` samples: the calls that follow another participant's run up to twice as slow
+for a few milliseconds (measured here: torch's depthwise layer took 0.81 ms right after the
+direct backend, then 0.59, 0.55, 0.52 ms — 0.53 ms alone; Winograd F(4) 8.6 ms twice after
+torch, then 7.0 ms), and a round of single cold samples would time each backend in the wake of
+whichever one happened to run before it, not the backend itself. Rounds go on until every
+participant's figure is known to ``rel_precision`` — its paired ratio to the baseline, or its
+own median without one, by the 95 % distribution-free interval (order statistics) — or the time
+budget is spent. On CUDA each sample is bracketed by CUDA events and the device is synchronised
+before the host reads anything.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ Sampler = Callable[[int], float]
 class TimingConfig:
     """How hard to try. ``quick`` trades precision for a sweep that finishes fast."""
 
-    budget_s: float = 1.0
+    budget_s: float = 0.5
     warmup_s: float = 0.05
     min_warmup: int = 1
     min_samples: int = 5
@@ -56,6 +62,8 @@ class TimingConfig:
     rel_precision: float = 0.02
     min_sample_s: float = 1e-3
     noisy_iqr: float = 0.1
+    turn_samples: int = 3  # samples in a turn of a round shared with others ...
+    turn_warmup_s: float = 2e-3  # ... after untimed calls this long (one at least; 0: none)
 
     @classmethod
     def quick(cls) -> TimingConfig:
@@ -216,10 +224,29 @@ def measure_rounds(
                 else min(10_000, math.ceil(cfg.min_sample_s / max(one, 1e-9)))
             )
 
+    def turn(name: str) -> float | None:
+        """A participant's turn among others: calls to warm what they left cold, then the
+        median of ``turn_samples`` samples."""
+        if cfg.turn_warmup_s > 0:
+            start = now()
+            warm = take(name, 1)
+            while warm is not None and now() - start < cfg.turn_warmup_s:
+                warm = take(name, 1)
+            if warm is None:
+                return None
+        burst = []
+        for _ in range(cfg.turn_samples):
+            seconds = take(name, numbers[name])
+            if seconds is None:
+                return None
+            burst.append(seconds)
+        return statistics.median(burst)
+
     # Rounds: every active participant once, in a fresh random order. One leaves when its figure
     # is known to the precision asked (after twice the minimum rounds) or when it has had its
     # budget of sampling time, as it would alone; the baseline stays as long as anyone it pairs
     # with, so every ratio is taken over rounds both took part in.
+    together = len(live) > 1
     samples: dict[str, list[float]] = {name: [] for name in live}
     spent = dict.fromkeys(live, 0.0)
     active = list(live)
@@ -229,7 +256,7 @@ def measure_rounds(
         rng.shuffle(order)
         for name in order:
             t0 = now()
-            seconds = take(name, numbers[name])
+            seconds = turn(name) if together else take(name, numbers[name])
             spent[name] += now() - t0
             if seconds is None:
                 active.remove(name)
