@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import signal
 import sys
 import time
 from collections import Counter
@@ -23,6 +24,7 @@ from rich.table import Table
 
 from convbench import __version__, ab, backends, instructions, verdicts
 from convbench.env import cpu_count, fingerprint
+from convbench.executor import CASE_TIMEOUT, Supervisor
 from convbench.measure.timing import TimingConfig
 from convbench.profiling import TRACES
 from convbench.report.report import REPORT, load, render_report
@@ -35,7 +37,7 @@ from convbench.report.summary import (
 from convbench.results import Record, RunStore
 from convbench.spec import parse
 from convbench.suites import DEFAULT_SUITE, SUITES, Workload, collect, get_suite
-from convbench.sweep import Case, SweepConfig, parse_dtype, run_sweep
+from convbench.sweep import Case, SweepConfig, parse_dtype, pending_cases
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 BENCHMARK_STORAGE = Path("results/benchmarks")
@@ -279,7 +281,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         default=None,
         metavar="RUN_ID",
-        help="complete an interrupted run, skipping the cases it finished",
+        help="complete an interrupted run, skipping the cases it finished (those that failed, "
+        "crashed or timed out included)",
+    )
+    run.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="with --resume: run again the cases recorded 'failed' (their new record replaces "
+        "the old)",
+    )
+    run.add_argument(
+        "--case-timeout",
+        type=_seconds,
+        default=CASE_TIMEOUT,
+        metavar="SECONDS",
+        help="end a case that has run this long (its own code, summed), record it 'failed' "
+        f"and go on in a fresh worker (default: {CASE_TIMEOUT:g})",
     )
 
     prof = sub.add_parser(
@@ -627,9 +644,12 @@ class _Reporter:
         )
 
 
-def _sweep(store: RunStore, config: dict[str, Any]) -> tuple[list[Record], int, float, bool]:
-    """Run the cases of ``config`` that ``store`` lacks: its records, how many cases it has in
-    all, the wall time, and whether it was interrupted (what it finished is kept)."""
+def _sweep(
+    store: RunStore, config: dict[str, Any], case_timeout: float, retry_failed: bool
+) -> tuple[list[Record], int, float, int]:
+    """Run the cases of ``config`` that ``store`` lacks, in a supervised worker: its records,
+    how many cases it has in all, the wall time, and the exit code of an interruption (0: none;
+    what it finished is kept either way)."""
     workloads = [Workload(parse(w["spec"]), w["fill"]) for w in config["workloads"]]
     sweep = SweepConfig(
         backends=config["backends"],
@@ -642,22 +662,30 @@ def _sweep(store: RunStore, config: dict[str, Any]) -> tuple[list[Record], int, 
         profile_steps=config.get("profile_steps", 0),
         baseline=config.get("baseline", "torch"),
     )
-    done = {r.key for r in store.records()}
+    done = [r for r in store.records() if not (retry_failed and r.status == "failed")]
+    cases, retime = pending_cases(workloads, sweep, done)
+    todo = len(cases) - len(retime)
     total = len(workloads) * len(sweep.backends) * len(sweep.devices) * len(sweep.dtypes)
     t0 = time.perf_counter()
-    interrupted = False
-    with _Reporter(total - len(done)) as reporter:
+    interrupted = 0
+    made: list[Record] = []
+    supervisor = Supervisor(sweep, store.run_id, store.path, case_timeout)
+    with _Reporter(todo) as reporter, supervisor:
+
+        def emit(case: Case, record: Record) -> None:
+            store.append(record)
+            made.append(record)
+            reporter.record(case, record, len(made) - 1, todo)
+
         try:
-            run_sweep(
-                workloads,
-                sweep,
-                store,
-                done=done,
-                on_start=reporter.start,
-                on_record=reporter.record,
+            supervisor.run(
+                cases,
+                emit,
+                retime=retime,
+                on_start=lambda case: reporter.start(case, len(made), todo),
             )
-        except KeyboardInterrupt:
-            interrupted = True
+        except KeyboardInterrupt as exc:
+            interrupted = exc.code if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     return store.records(), total, time.perf_counter() - t0, interrupted
 
 
@@ -698,10 +726,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         store.repair()
     else:
         store, config = _start(args)
+    if args.retry_failed and not args.resume:
+        raise UsageError("--retry-failed goes with --resume RUN_ID")
     console = _console()
-    records, total, wall, interrupted = _sweep(store, config)
+    records, total, wall, interrupted = _sweep(store, config, args.case_timeout, args.retry_failed)
     counted = EXIT_OK if interrupted else _count_pass(console, store, config, records)
-    interrupted |= counted == EXIT_INTERRUPTED
+    if counted == EXIT_INTERRUPTED:
+        interrupted = EXIT_INTERRUPTED
     _print_summary(console, records)
     _write_run_report(console, store, records)
     console.print(
@@ -716,7 +747,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             markup=False,
             highlight=False,
         )
-        return EXIT_INTERRUPTED
+        return interrupted
     return _exit_code(records) or counted
 
 
@@ -756,7 +787,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     args.quick = True
     store, config = _start(args)
     console = _console()
-    records, _, wall, interrupted = _sweep(store, config)
+    records, _, wall, interrupted = _sweep(store, config, CASE_TIMEOUT, retry_failed=False)
     _write_run_report(console, store, records)
     for r in records:
         if r.trace:
@@ -772,7 +803,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         markup=False,
         highlight=False,
     )
-    return EXIT_INTERRUPTED if interrupted else _exit_code(records)
+    return interrupted or _exit_code(records)
 
 
 # --- report and compare ------------------------------------------------------------------------
@@ -1167,17 +1198,28 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a cancelled CI job, a pre-empted batch job), handled as Ctrl-C is."""
+
+    code = 128 + signal.SIGTERM
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         args = parser.parse_args(argv)
         return COMMANDS[args.command](args)
     except (UsageError, ValueError) as exc:
         print(f"convbench: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("convbench: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return exc.code if isinstance(exc, Terminated) else EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -97,6 +98,9 @@ def case_key(spec: str, backend: str, device: str, dtype: str) -> tuple[str, str
     return (spec, backend, device, dtype)
 
 
+_REPORTED: set[tuple[Path, int]] = set()  # unreadable lines already reported
+
+
 def new_run_id() -> str:
     """Sortable by time, unique across concurrent runs: ``20261128-153012-a1b2``."""
     return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
@@ -155,15 +159,28 @@ class RunStore:
             os.fsync(fh.fileno())
 
     def records(self) -> list[Record]:
+        """The run's records, one per case: where a case was run again (``--retry-failed``),
+        its last record. A line that cannot be read is skipped, and said so on stderr (once per
+        process) unless it is the last line, cut short by a crash (``repair`` drops it)."""
         path = self.path / self.RECORDS
         if not path.exists():
             return []
-        out = []
-        for line in path.read_text().splitlines():
+        by_key: dict[tuple[str, str, str, str], Record] = {}
+        lines = path.read_text().splitlines()
+        for n, line in enumerate(lines, 1):
             try:
-                out.append(Record.from_dict(json.loads(line)))
-            except (json.JSONDecodeError, TypeError, ValueError):
-                continue  # a line cut short by a crash
+                record = Record.from_dict(json.loads(line))
+            except (json.JSONDecodeError, TypeError, ValueError, KeyError) as exc:
+                if n < len(lines) and (path, n) not in _REPORTED:
+                    _REPORTED.add((path, n))
+                    print(
+                        f"convbench: {path}:{n}: unreadable record skipped ({type(exc).__name__})",
+                        file=sys.stderr,
+                    )
+                continue
+            by_key.pop(record.key, None)
+            by_key[record.key] = record
+        out = list(by_key.values())
         counts = self.path / self.INSTRUCTIONS
         if counts.exists():  # written after the records, so merged into them on reading
             by_key = {

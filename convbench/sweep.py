@@ -28,7 +28,14 @@ from convbench.backends.base import UnsupportedConfig, conv_input
 from convbench.inputs import Inputs, make_inputs
 from convbench.measure.accuracy import Accuracy, compare
 from convbench.measure.memory import allocation
-from convbench.measure.timing import Clock, Rounds, Timing, TimingConfig, measure_rounds
+from convbench.measure.timing import (
+    Clock,
+    Rounds,
+    Sampler,
+    Timing,
+    TimingConfig,
+    measure_rounds,
+)
 from convbench.profiling import TRACES, profile_ready
 from convbench.results import Record, RunStore, case_key
 from convbench.spec import ConvSpec
@@ -40,11 +47,15 @@ __all__ = [
     "Ready",
     "SweepConfig",
     "estimate_bytes",
+    "failed_record",
     "make_ready",
+    "pairable",
     "parse_dtype",
+    "pending_cases",
     "plan",
     "ready",
     "reference",
+    "run_cases",
     "run_sweep",
     "timing_fields",
 ]
@@ -338,43 +349,57 @@ def _groups(cases: list[Case]) -> list[list[Case]]:
     return [list(g) for _, g in itertools.groupby(cases, key)]
 
 
-def run_sweep(
-    workloads: Iterable[Workload],
-    config: SweepConfig,
-    store: RunStore,
-    *,
-    done: set[tuple[str, str, str, str]] = frozenset(),  # type: ignore[assignment]
-    on_start: Callable[[Case, int, int], None] | None = None,
-    on_record: OnRecord | None = None,
-) -> list[Record]:
-    """Run every case not in ``done``, appending each record to ``store`` as it finishes.
+def failed_record(case: Case, config: SweepConfig, run_id: str, reason: str) -> Record:
+    """A ``failed`` record for a case that never returned one (its worker died or hung)."""
+    return Record(**_base(case, config, run_id), status="failed", reason=reason)  # type: ignore[arg-type]
 
-    The baseline backend of a problem is timed beside the others even when its own record is
-    already ``done`` (a resumed run), so that every speed-up stays paired.
+
+def pairable(records: Iterable[Record], baseline: str) -> set[tuple[str, str, str, str]]:
+    """Keys of the baseline cases already recorded that may be timed again beside the rest of
+    their problem (a resumed or restarted group): those that ran, not those that failed."""
+    return {r.key for r in records if r.backend == baseline and r.status in ("ok", "inaccurate")}
+
+
+def _marked(sampler: Sampler, mark: Callable[[Case], None], case: Case) -> Sampler:
+    """``sampler``, announcing ``case`` before each sample."""
+
+    def sample(number: int) -> float:
+        mark(case)
+        return sampler(number)
+
+    return sample
+
+
+def run_cases(
+    cases: list[Case],
+    config: SweepConfig,
+    run_id: str,
+    folder: Path,
+    emit: Callable[[Case, Record], None],
+    *,
+    retime: set[tuple[str, str, str, str]] = frozenset(),  # type: ignore[assignment]
+    on_start: Callable[[Case], None] | None = None,
+    on_call: Callable[[Case], None] | None = None,
+) -> None:
+    """Run ``cases`` (in plan order), handing each record to ``emit`` as it is made.
+
+    A case in ``retime`` (a baseline already recorded) is prepared and timed beside the others
+    of its problem so that their speed-ups stay paired, and emits nothing. ``on_call(case)`` is
+    called whenever ``case``'s own code is about to run — its preparation, each timed turn — so
+    that a supervisor can tell which case a crash or a hang belongs to.
     """
     torch.set_num_threads(config.threads)
-    cases = plan(workloads, config)
-    pending = [c for c in cases if c.key not in done]
-    out: list[Record] = []
     current: tuple[Workload | None, Inputs | None, torch.Tensor | None] = (None, None, None)
     rng = random.Random(config.seed)
-
-    def emit(case: Case, record: Record) -> None:
-        store.append(record)
-        out.append(record)
-        if on_record:
-            on_record(case, record, len(out) - 1, len(pending))
+    mark = on_call or (lambda case: None)
 
     for group in _groups(cases):
-        todo = [c for c in group if c.key not in done]
-        if not todo:
-            continue
-        timed = todo + [c for c in group if c.backend == config.baseline and c.key in done]
         readies: dict[str, Ready] = {}
-        for case in timed:
-            if case in todo and on_start:
-                on_start(case, len(out), len(pending))
-            base = _base(case, config, store.run_id)
+        for case in group:
+            if case.key not in retime and on_start:
+                on_start(case)
+            mark(case)
+            base = _base(case, config, run_id)
             try:
                 reason = _skip_reason(case, config)
                 if reason:
@@ -386,30 +411,81 @@ def run_sweep(
                     current = (case.workload, inputs, reference(case.spec, inputs))
                 readies[case.backend] = make_ready(case, current[1], current[2])  # type: ignore[arg-type]
             except Exception as exc:  # isolation: any error is this case's record
-                if case in todo:
+                if case.key not in retime:
                     emit(case, _failure(base, exc))
         if readies:
             clock = Clock(group[0].device)
             with torch.no_grad():
                 rounds = measure_rounds(
-                    {b: clock.sampler(r.run) for b, r in readies.items()},
+                    {b: _marked(clock.sampler(r.run), mark, r.case) for b, r in readies.items()},
                     config.timing,
                     baseline=config.baseline,
                     rng=rng,
                 )
         for backend, r in readies.items():
             case = r.case
-            if case not in todo:
+            if case.key in retime:
                 continue
-            base = _base(case, config, store.run_id)
+            mark(case)
+            base = _base(case, config, run_id)
             try:
                 if backend in rounds.errors:
                     raise rounds.errors[backend]  # type: ignore[misc]
-                record = _record(r, rounds, config, base, store.path)
+                record = _record(r, rounds, config, base, folder)
             except Exception as exc:
                 record = _failure(base, exc)
             emit(case, record)
         readies.clear()
         if group[0].device == "cuda" and torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def pending_cases(
+    workloads: Iterable[Workload], config: SweepConfig, done: Iterable[Record]
+) -> tuple[list[Case], set[tuple[str, str, str, str]]]:
+    """The cases of the plan that ``done`` lacks, in plan order, each problem's baseline among
+    them where it must be timed again (its record kept) for the others' pairing; and the keys of
+    those baselines."""
+    done = list(done)
+    have = {r.key for r in done}
+    again = pairable(done, config.baseline)
+    cases, retime = [], set()
+    for group in _groups(plan(workloads, config)):
+        todo = [c for c in group if c.key not in have]
+        if not todo:
+            continue
+        cases += todo
+        for c in group:
+            if c.key in again and c.backend == config.baseline:
+                cases.append(c)
+                retime.add(c.key)
+    return cases, retime
+
+
+def run_sweep(
+    workloads: Iterable[Workload],
+    config: SweepConfig,
+    store: RunStore,
+    *,
+    on_start: Callable[[Case, int, int], None] | None = None,
+    on_record: OnRecord | None = None,
+) -> list[Record]:
+    """Run, in this process, every case that ``store`` lacks, appending each record to it as it
+    finishes; a crash or a hang of a case takes this process down (``convbench run`` runs the
+    same loop in a supervised worker: ``convbench.executor``)."""
+    cases, retime = pending_cases(workloads, config, store.records())
+    n = len(cases) - len(retime)
+    out: list[Record] = []
+
+    def emit(case: Case, record: Record) -> None:
+        store.append(record)
+        out.append(record)
+        if on_record:
+            on_record(case, record, len(out) - 1, n)
+
+    def start(case: Case) -> None:
+        if on_start:
+            on_start(case, len(out), n)
+
+    run_cases(cases, config, store.run_id, store.path, emit, retime=retime, on_start=start)
     return out

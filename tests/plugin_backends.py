@@ -7,6 +7,7 @@ part of the harness runs for real around them.
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import torch
@@ -100,5 +101,51 @@ class Hostile(_Base):
         raise RuntimeError(os.environ.get("CONVBENCH_TEST_MESSAGE", "deliberate failure"))
 
 
-for _b in (CrashOn1x1(), Wrong(), RefusesStride(), Injected(), Hostile()):
+class SegfaultOn1x1(_Base):
+    """Kills its process with SIGSEGV on 1x1 problems — at its first call, or at call number
+    ``CONVBENCH_TEST_CRASH_AT`` (in the timed rounds) — as a buggy native kernel does."""
+
+    name = "test-segv-1x1"
+
+    def prepare(self, spec, weight, bias):
+        run = _conv(spec, weight, bias)
+        if spec.kh != 1:
+            return Prepared(run, "test")
+        at, calls = int(os.environ.get("CONVBENCH_TEST_CRASH_AT", 1)), []
+
+        def crash(x: torch.Tensor) -> torch.Tensor:
+            calls.append(1)
+            if len(calls) >= at:
+                os.kill(os.getpid(), signal.SIGSEGV)
+            return run(x)
+
+        return Prepared(crash, "test")
+
+
+class HangOn1x1(_Base):
+    """Never returns on 1x1 problems: a deadlock in a user's backend."""
+
+    name = "test-hang-1x1"
+
+    def prepare(self, spec, weight, bias):
+        run = _conv(spec, weight, bias)
+        if spec.kh != 1:
+            return Prepared(run, "test")
+
+        def hang(x: torch.Tensor) -> torch.Tensor:
+            while True:
+                time.sleep(1)
+
+        return Prepared(hang, "test")
+
+
+for _b in (
+    CrashOn1x1(),
+    Wrong(),
+    RefusesStride(),
+    Injected(),
+    Hostile(),
+    SegfaultOn1x1(),
+    HangOn1x1(),
+):
     backends.register(_b, replace=True)

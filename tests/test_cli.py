@@ -246,7 +246,11 @@ def test_sources_combine_with_mb_override(tmp_path: Path) -> None:
     assert all(r["seed"] == 7 for r in records)
 
 
-def test_interrupt_keeps_records_and_resume_completes(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_keeps_records_and_resume_completes(
+    tmp_path: Path, signum: signal.Signals, code: int
+) -> None:
+    """Ctrl-C, and SIGTERM (a cancelled CI job, a pre-empted batch job), alike."""
     out = tmp_path / "res"
     proc = subprocess.Popen(
         [
@@ -276,10 +280,11 @@ def test_interrupt_keeps_records_and_resume_completes(tmp_path: Path) -> None:
                 break
         time.sleep(0.02)
     assert records_file is not None, "the run wrote no records"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == code, stderr
     assert "Traceback" not in stderr
+    assert (records_file.parent / "report.html").is_file()
     run = records_file.parent
     partial = _records(run)
     assert 3 <= len(partial) < 23
