@@ -37,7 +37,7 @@ from convbench.report.summary import (
 from convbench.results import Record, RunStore
 from convbench.spec import parse
 from convbench.suites import DEFAULT_SUITE, SUITES, Workload, collect, get_suite
-from convbench.sweep import Case, SweepConfig, parse_dtype, pending_cases
+from convbench.sweep import Case, SweepConfig, failed_record, parse_dtype, pending_cases
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 BENCHMARK_STORAGE = Path("results/benchmarks")
@@ -289,6 +289,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --resume: run again the cases recorded 'failed' (their new record replaces "
         "the old)",
+    )
+    run.add_argument(
+        "--dask",
+        default=None,
+        metavar="ADDRESS",
+        help="run the cases on the Dask cluster whose scheduler is at ADDRESS "
+        "(tcp://HOST:8786), or on a LocalCluster started here ('local'); this process writes "
+        "the records",
     )
     run.add_argument(
         "--case-timeout",
@@ -567,10 +575,11 @@ def _print_summary(console: Console, records: list[Record]) -> None:
         ("status", "left"),
     ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    hosts = len({r.host for r in records})
     for row in rows:
         table.add_row(
             esc_rich(row.name or row.spec),
-            row.device,
+            row.where(hosts),
             row.dtype,
             row.winner_text,
             format_seconds(row.median_s),
@@ -645,7 +654,11 @@ class _Reporter:
 
 
 def _sweep(
-    store: RunStore, config: dict[str, Any], case_timeout: float, retry_failed: bool
+    store: RunStore,
+    config: dict[str, Any],
+    case_timeout: float,
+    retry_failed: bool,
+    client: Any = None,
 ) -> tuple[list[Record], int, float, int]:
     """Run the cases of ``config`` that ``store`` lacks, in a supervised worker: its records,
     how many cases it has in all, the wall time, and the exit code of an interruption (0: none;
@@ -669,8 +682,7 @@ def _sweep(
     t0 = time.perf_counter()
     interrupted = 0
     made: list[Record] = []
-    supervisor = Supervisor(sweep, store.run_id, store.path, case_timeout)
-    with _Reporter(todo) as reporter, supervisor:
+    with _Reporter(todo) as reporter:
 
         def emit(case: Case, record: Record) -> None:
             store.append(record)
@@ -678,15 +690,55 @@ def _sweep(
             reporter.record(case, record, len(made) - 1, todo)
 
         try:
-            supervisor.run(
-                cases,
-                emit,
-                retime=retime,
-                on_start=lambda case: reporter.start(case, len(made), todo),
-            )
+            if client is not None:
+                _on_cluster(client, store, sweep, cases, retime, emit, case_timeout)
+            else:
+                with Supervisor(sweep, store.run_id, store.path, case_timeout) as supervisor:
+                    supervisor.run(
+                        cases,
+                        emit,
+                        retime=retime,
+                        on_start=lambda case: reporter.start(case, len(made), todo),
+                    )
         except KeyboardInterrupt as exc:
             interrupted = exc.code if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     return store.records(), total, time.perf_counter() - t0, interrupted
+
+
+def _connect(address: str) -> Any:
+    """A client of the Dask cluster at ``address`` (``local``: one started here)."""
+    try:
+        from convbench import cluster
+    except ImportError:
+        raise UsageError(
+            "--dask needs the 'distributed' package: pip install 'convbench[dask]'"
+        ) from None
+    return cluster.connect(address)
+
+
+def _on_cluster(
+    client: Any,
+    store: RunStore,
+    sweep: SweepConfig,
+    cases: list[Case],
+    retime: set[tuple[str, str, str, str]],
+    emit: Callable[[Case, Record], None],
+    case_timeout: float,
+) -> None:
+    """The cases on a Dask cluster; every host's environment into ``hosts.json``."""
+    from convbench import cluster
+
+    store.write_json(RunStore.HOSTS, cluster.environments(client, sweep.threads, sweep.devices))
+    cluster.run_on_cluster(
+        client,
+        cases,
+        sweep,
+        store.run_id,
+        emit,
+        lambda case, why: failed_record(case, sweep, store.run_id, why),
+        retime=retime,
+        case_timeout=case_timeout,
+    )
 
 
 def _start(args: argparse.Namespace) -> tuple[RunStore, dict[str, Any]]:
@@ -705,6 +757,10 @@ def _exit_code(records: list[Record]) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     root = Path(args.out)
+    if args.retry_failed and not args.resume:
+        raise UsageError("--retry-failed goes with --resume RUN_ID")
+    if args.dask and args.profile:
+        raise UsageError("--profile writes its traces where the case runs: not with --dask")
     if args.instructions or args.cache_sim:
         _require_valgrind()
     if args.resume:
@@ -724,12 +780,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         if config.get("instructions"):
             _require_valgrind()
         store.repair()
-    else:
-        store, config = _start(args)
-    if args.retry_failed and not args.resume:
-        raise UsageError("--retry-failed goes with --resume RUN_ID")
+    client = _connect(args.dask) if args.dask else None  # before a run folder exists
+    try:
+        if not args.resume:
+            store, config = _start(args)
+        records, total, wall, interrupted = _sweep(
+            store, config, args.case_timeout, args.retry_failed, client
+        )
+    finally:
+        if client is not None:
+            client.close()
+            if client.cluster is not None:
+                client.cluster.close()
     console = _console()
-    records, total, wall, interrupted = _sweep(store, config, args.case_timeout, args.retry_failed)
     counted = EXIT_OK if interrupted else _count_pass(console, store, config, records)
     if counted == EXIT_INTERRUPTED:
         interrupted = EXIT_INTERRUPTED
@@ -743,7 +806,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if interrupted:
         console.print(
             f"interrupted after {len(records)} of {total} cases; complete it with: "
-            f"convbench run --resume {store.run_id} --out {root}",
+            f"convbench run --resume {store.run_id} --out {root}"
+            + (f" --dask {args.dask}" if args.dask else ""),
             markup=False,
             highlight=False,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import re
@@ -122,6 +123,16 @@ def gpu_info() -> dict[str, Any] | None:
     except (OSError, subprocess.SubprocessError, IndexError):
         info["driver"] = None
     return info
+
+
+@functools.cache
+def device_name(device: str) -> str:
+    """What ``device`` is on this machine: the CPU model, or the GPU's name and UUID (which
+    tells two GPUs of one model apart, as ``CUDA_VISIBLE_DEVICES`` does)."""
+    if not device.startswith("cuda"):
+        return cpu_model()
+    props = torch.cuda.get_device_properties(torch.device(device))
+    return f"{props.name} (GPU-{props.uuid})"
 
 
 def fingerprint(threads: int, devices: list[str]) -> dict[str, Any]:

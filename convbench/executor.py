@@ -22,6 +22,7 @@ import multiprocessing.connection
 import os
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,12 +57,21 @@ def _worker_main(
     with open(log, "a") as fh:
         os.dup2(fh.fileno(), 2)
     faulthandler.enable()  # a crash leaves its Python stack in the log
+    threading.Thread(target=_orphaned, args=(os.getppid(),), daemon=True).start()
     while True:
         try:
             job = conn.recv()
         except EOFError:
             return
         _run_job(conn, marker, job["cases"], job["retime"], config, run_id, Path(folder))
+
+
+def _orphaned(parent: int) -> None:
+    """End this worker once its supervisor is gone (killed, or its host's Dask worker lost):
+    nobody would read what it sends, and it would hold the machine others time on."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def _run_job(
@@ -111,7 +121,9 @@ def _tail(path: Path) -> str:
     fatal = [i for i, line in enumerate(lines) if line.startswith("Fatal Python error")]
     if fatal:
         i = fatal[-1]
-        frames = [line for line in lines[i + 1 :] if line.startswith("File ")]
+        # The thread that crashed is "Current thread"; the others are listed too.
+        current = next((j for j in range(i, len(lines)) if lines[j].startswith("Current")), i)
+        frames = [line for line in lines[current + 1 :] if line.startswith("File ")]
         return " | ".join(lines[i : i + 1] + frames[:1])
     return " | ".join(lines[-_TAIL_LINES:])
 

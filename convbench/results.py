@@ -71,6 +71,8 @@ class Record:
     profile_s: float | None = None  # mean wall time of one profiled step (profiler included)
     stages: dict[str, float] = field(default_factory=dict)  # seconds per step by stage
     layer_repeat: int = 1
+    host: str = ""  # the machine the case ran on
+    device_name: str = ""  # the CPU model, or the GPU's name and UUID
     timestamp: str = ""
     schema_version: int = SCHEMA_VERSION
 
@@ -83,6 +85,12 @@ class Record:
     @property
     def key(self) -> tuple[str, str, str, str]:
         return case_key(self.spec, self.backend, self.device, self.dtype)
+
+    @property
+    def problem(self) -> tuple[str, str, str, str]:
+        """What the backends of one problem share: their times are compared only within it,
+        never across machines."""
+        return (self.spec, self.device, self.dtype, self.host)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,6 +121,7 @@ class RunStore:
     ENVIRONMENT = "environment.json"
     CONFIG = "run.json"
     INSTRUCTIONS = "instructions.json"  # counts of a second pass (``run --instructions``)
+    HOSTS = "hosts.json"  # the environment of every host of a Dask cluster (``run --dask``)
 
     def __init__(self, root: str | Path, run_id: str) -> None:
         self.run_id = run_id

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import itertools
 import random
+import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 
 from convbench import backends
 from convbench.backends.base import UnsupportedConfig, conv_input
+from convbench.env import device_name
 from convbench.inputs import Inputs, make_inputs
 from convbench.measure.accuracy import Accuracy, compare
 from convbench.measure.memory import allocation
@@ -48,6 +50,7 @@ __all__ = [
     "SweepConfig",
     "estimate_bytes",
     "failed_record",
+    "groups",
     "make_ready",
     "pairable",
     "parse_dtype",
@@ -331,9 +334,11 @@ def _base(case: Case, config: SweepConfig, run_id: str) -> dict[str, object]:
         dtype=case.dtype,
         fill=case.workload.fill,
         seed=config.seed,
-        threads=config.threads,
+        threads=config.threads,  # run_cases sets torch's threads to it wherever it runs
         flops=case.spec.flops,
         layer_repeat=case.spec.repeat,
+        host=socket.gethostname(),
+        device_name=device_name(case.device),
     )
 
 
@@ -343,7 +348,7 @@ def _failure(base: dict[str, object], exc: Exception) -> Record:
     return Record(**base, status="failed", reason=f"{type(exc).__name__}: {exc}".strip())  # type: ignore[arg-type]
 
 
-def _groups(cases: list[Case]) -> list[list[Case]]:
+def groups(cases: list[Case]) -> list[list[Case]]:
     """The cases of one problem on one device and dtype: what is timed side by side."""
     key: Callable[[Case], tuple[Workload, str, str]] = lambda c: (c.workload, c.device, c.dtype)  # noqa: E731
     return [list(g) for _, g in itertools.groupby(cases, key)]
@@ -393,7 +398,7 @@ def run_cases(
     rng = random.Random(config.seed)
     mark = on_call or (lambda case: None)
 
-    for group in _groups(cases):
+    for group in groups(cases):
         readies: dict[str, Ready] = {}
         for case in group:
             if case.key not in retime and on_start:
@@ -450,7 +455,7 @@ def pending_cases(
     have = {r.key for r in done}
     again = pairable(done, config.baseline)
     cases, retime = [], set()
-    for group in _groups(plan(workloads, config)):
+    for group in groups(plan(workloads, config)):
         todo = [c for c in group if c.key not in have]
         if not todo:
             continue

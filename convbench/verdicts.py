@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -298,8 +299,14 @@ def compare(
     ``paired``: the samples of a case were taken in alternating rounds (``ab``), sample ``i``
     of one side beside sample ``i`` of the other.
     """
-    old = {r.key: r for r in base}
-    now = {r.key: r for r in new}
+    # Runs that span several machines are matched machine by machine: a time from one host is
+    # never set against another's. (One run on each of two machines is the user's own question.)
+    hosts = max(len({r.host for r in base}), len({r.host for r in new}))
+    match: Callable[[Record], tuple[str, ...]] = (
+        (lambda r: (*r.key, r.host)) if hosts > 1 else (lambda r: r.key)
+    )
+    old = {match(r): r for r in base}
+    now = {match(r): r for r in new}
     both = [(old[k], r) for k, r in now.items() if k in old]
     speeds = [_speed(b, n, alpha, paired) for b, n in both]
     tested = [i for i, s in enumerate(speeds) if s.p is not None]

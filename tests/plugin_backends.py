@@ -139,7 +139,29 @@ class HangOn1x1(_Base):
         return Prepared(hang, "test")
 
 
+class KillsItsParentOn1x1(_Base):
+    """Kills its parent process on 1x1 problems: under ``--dask``, the Dask worker that runs the
+    case, as a host that goes down does."""
+
+    name = "test-kill-parent-1x1"
+
+    def prepare(self, spec, weight, bias):
+        run = _conv(spec, weight, bias)
+        if spec.kh != 1:
+            return Prepared(run, "test")
+
+        parent = os.getppid()  # taken now: once it is gone, another process would be named
+
+        def kill(x: torch.Tensor) -> torch.Tensor:
+            if parent > 1:
+                os.kill(parent, signal.SIGKILL)
+            os._exit(1)  # the host is down: nothing of it goes on
+
+        return Prepared(kill, "test")
+
+
 for _b in (
+    KillsItsParentOn1x1(),
     CrashOn1x1(),
     Wrong(),
     RefusesStride(),

@@ -157,12 +157,13 @@ def _winners(runs: list[LoadedRun], label: _Labels) -> str:
     ]  # fmt: skip
     rows = []
     for run in runs:
-        by_key = {(r.spec, r.device, r.dtype): r for r in run.records}
+        by_key = {r.problem: r for r in run.records}
+        hosts = len({r.host for r in run.records})
         for s in summarize_cases(run.records):
-            first = by_key[(s.spec, s.device, s.dtype)]
+            first = by_key[s.problem]
             rows.append(
                 [
-                    Cell(label(first)), Cell(s.device), Cell(s.dtype), Cell(s.winner_text),
+                    Cell(label(first)), Cell(s.where(hosts)), Cell(s.dtype), Cell(s.winner_text),
                     Cell(format_seconds(s.median_s), s.median_s, cls="num"),
                     Cell(s.speedup_text, s.speedup.value if s.speedup else None, cls="num"),
                     Cell(format_bytes(s.peak_bytes), s.peak_bytes, cls="num"),
@@ -180,10 +181,10 @@ def _href(out: Path, run: LoadedRun, trace: str) -> str:
     return urllib.parse.quote(Path(rel).as_posix())
 
 
-def _baselines(run: LoadedRun) -> dict[tuple[str, str, str], Record]:
+def _baselines(run: LoadedRun) -> dict[tuple[str, str, str, str], Record]:
     """Each problem's timed baseline record (the one the run named, torch in older runs)."""
     return {
-        (r.spec, r.device, r.dtype): r
+        r.problem: r
         for r in run.records
         if r.status == "ok" and r.median_s and r.backend == (r.baseline or "torch")
     }
@@ -208,7 +209,7 @@ def _records(runs: list[LoadedRun], label: _Labels, out: Path) -> str:
     for run in runs:
         refs = _baselines(run)
         for r in run.records:
-            ratio = speedup_of(r, refs.get((r.spec, r.device, r.dtype)))
+            ratio = speedup_of(r, refs.get(r.problem))
             peak = _peak(run, r.device)
             pct = 100 * r.gflops / peak if r.gflops and peak else None
             iqr = 100 * r.iqr_s / r.median_s if r.iqr_s is not None and r.median_s else None
@@ -290,8 +291,8 @@ def _charts(page: Page, runs: list[LoadedRun], labels: _Labels) -> str:
 
     speedup = bars(
         lambda run, r: (
-            speedup_of(r, refs[run.run_id].get((r.spec, r.device, r.dtype)))
-            if r is not refs[run.run_id].get((r.spec, r.device, r.dtype))
+            speedup_of(r, refs[run.run_id].get(r.problem))
+            if r is not refs[run.run_id].get(r.problem)
             else None
         )
     )

@@ -21,7 +21,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class CaseSummary:
-    """One problem on one device and dtype: who won, by how much, and the worst error."""
+    """One problem on one device and dtype of one machine: who won, by how much, and the worst
+    error."""
 
     spec: str
     name: str
@@ -38,6 +39,15 @@ class CaseSummary:
     peak_bytes: int | None = None  # the fastest backend's
     least_bytes: int | None = None  # the smallest peak among correct results
     least_bytes_backend: str | None = None
+    host: str = ""  # the machine its records name
+
+    @property
+    def problem(self) -> tuple[str, str, str, str]:
+        return (self.spec, self.device, self.dtype, self.host)
+
+    def where(self, hosts: int) -> str:
+        """The device, and the machine where a run spans ``hosts`` > 1 of them."""
+        return f"{self.device} @ {self.host}" if hosts > 1 else self.device
 
     @property
     def verdict(self) -> str:
@@ -108,11 +118,11 @@ def summarize_cases(records: list[Record], reference_backend: str = "torch") -> 
     name, ``reference_backend`` for records without one). A lead whose interval contains 1 is
     a tie, not a win.
     """
-    groups: dict[tuple[str, str, str], list[Record]] = {}
+    groups: dict[tuple[str, str, str, str], list[Record]] = {}
     for r in records:
-        groups.setdefault((r.spec, r.device, r.dtype), []).append(r)
+        groups.setdefault(r.problem, []).append(r)
     out = []
-    for (spec, device, dtype), rs in groups.items():
+    for (spec, device, dtype, host), rs in groups.items():
         baseline = next((r.baseline for r in rs if r.baseline), reference_backend)
         timed = [r for r in rs if r.status == "ok" and r.median_s]
         fastest = min(timed, key=lambda r: r.median_s) if timed else None  # type: ignore[arg-type,return-value]
@@ -130,6 +140,7 @@ def summarize_cases(records: list[Record], reference_backend: str = "torch") -> 
                 name=rs[0].name,
                 device=device,
                 dtype=dtype,
+                host=host,
                 fastest=fastest.backend if fastest else None,
                 median_s=fastest.median_s if fastest else None,
                 speedup=speedup,
