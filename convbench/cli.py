@@ -11,7 +11,6 @@ import json
 import re
 import signal
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,10 +21,9 @@ from rich.markup import escape as esc_rich
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from convbench import __version__, ab, backends, instructions, verdicts
+from convbench import __version__, ab, backends, execution, instructions, verdicts
 from convbench.env import cpu_count, fingerprint
-from convbench.executor import CASE_TIMEOUT, Supervisor
-from convbench.measure.timing import TimingConfig
+from convbench.execution import CASE_TIMEOUT, Terminated
 from convbench.profiling import TRACES
 from convbench.report.report import REPORT, load, render_report
 from convbench.report.summary import (
@@ -35,9 +33,8 @@ from convbench.report.summary import (
     summarize_cases,
 )
 from convbench.results import Record, RunStore
-from convbench.spec import parse
-from convbench.suites import DEFAULT_SUITE, SUITES, Workload, collect, get_suite
-from convbench.sweep import Case, SweepConfig, failed_record, parse_dtype, pending_cases
+from convbench.suites import DEFAULT_SUITE, SUITES, collect, get_suite
+from convbench.sweep import Case, parse_dtype
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 BENCHMARK_STORAGE = Path("results/benchmarks")
@@ -607,7 +604,7 @@ def _print_summary(console: Console, records: list[Record]) -> None:
 class _Reporter:
     """A progress bar on a terminal; one status line per case otherwise (logs, CI)."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self) -> None:
         self.err = Console(stderr=True)
         self.live = self.err.is_terminal
         self.progress = (
@@ -622,7 +619,11 @@ class _Reporter:
             if self.live
             else None
         )
-        self.task = self.progress.add_task("convbench", total=total) if self.progress else None
+        self.task = self.progress.add_task("convbench", total=None) if self.progress else None
+
+    def plan(self, total: int) -> None:
+        if self.progress:
+            self.progress.update(self.task, total=total)  # type: ignore[arg-type]
 
     def __enter__(self) -> _Reporter:
         if self.progress:
@@ -660,85 +661,23 @@ def _sweep(
     retry_failed: bool,
     client: Any = None,
 ) -> tuple[list[Record], int, float, int]:
-    """Run the cases of ``config`` that ``store`` lacks, in a supervised worker: its records,
-    how many cases it has in all, the wall time, and the exit code of an interruption (0: none;
+    """Run the cases of ``config`` that ``store`` lacks, reporting progress: its records, how
+    many cases it has in all, the wall time, and the exit code of an interruption (0: none;
     what it finished is kept either way)."""
-    workloads = [Workload(parse(w["spec"]), w["fill"]) for w in config["workloads"]]
-    sweep = SweepConfig(
-        backends=config["backends"],
-        devices=config["devices"],
-        dtypes=config["dtypes"],
-        threads=config["threads"],
-        seed=config["seed"],
-        timing=TimingConfig.quick() if config["quick"] else TimingConfig(),
-        max_memory=config["max_memory"],
-        profile_steps=config.get("profile_steps", 0),
-        baseline=config.get("baseline", "torch"),
-    )
-    done = [r for r in store.records() if not (retry_failed and r.status == "failed")]
-    cases, retime = pending_cases(workloads, sweep, done)
-    todo = len(cases) - len(retime)
-    total = len(workloads) * len(sweep.backends) * len(sweep.devices) * len(sweep.dtypes)
-    t0 = time.perf_counter()
-    interrupted = 0
-    made: list[Record] = []
-    with _Reporter(todo) as reporter:
-
-        def emit(case: Case, record: Record) -> None:
-            store.append(record)
-            made.append(record)
-            reporter.record(case, record, len(made) - 1, todo)
-
-        try:
-            if client is not None:
-                _on_cluster(client, store, sweep, cases, retime, emit, case_timeout)
-            else:
-                with Supervisor(sweep, store.run_id, store.path, case_timeout) as supervisor:
-                    supervisor.run(
-                        cases,
-                        emit,
-                        retime=retime,
-                        on_start=lambda case: reporter.start(case, len(made), todo),
-                    )
-        except KeyboardInterrupt as exc:
-            interrupted = exc.code if isinstance(exc, Terminated) else EXIT_INTERRUPTED
-    return store.records(), total, time.perf_counter() - t0, interrupted
-
-
-def _connect(address: str) -> Any:
-    """A client of the Dask cluster at ``address`` (``local``: one started here)."""
-    try:
-        from convbench import cluster
-    except ImportError:
-        raise UsageError(
-            "--dask needs the 'distributed' package: pip install 'convbench[dask]'"
-        ) from None
-    return cluster.connect(address)
-
-
-def _on_cluster(
-    client: Any,
-    store: RunStore,
-    sweep: SweepConfig,
-    cases: list[Case],
-    retime: set[tuple[str, str, str, str]],
-    emit: Callable[[Case, Record], None],
-    case_timeout: float,
-) -> None:
-    """The cases on a Dask cluster; every host's environment into ``hosts.json``."""
-    from convbench import cluster
-
-    store.write_json(RunStore.HOSTS, cluster.environments(client, sweep.threads, sweep.devices))
-    cluster.run_on_cluster(
-        client,
-        cases,
-        sweep,
-        store.run_id,
-        emit,
-        lambda case, why: failed_record(case, sweep, store.run_id, why),
-        retime=retime,
-        case_timeout=case_timeout,
-    )
+    with _Reporter() as reporter:
+        outcome = execution.execute(
+            store,
+            config,
+            case_timeout=case_timeout,
+            retry_failed=retry_failed,
+            client=client,
+            on_plan=reporter.plan,
+            on_start=reporter.start,
+            on_record=reporter.record,
+        )
+    stop = outcome.interrupted
+    code = 0 if stop is None else stop.code if isinstance(stop, Terminated) else EXIT_INTERRUPTED
+    return outcome.records, outcome.total, outcome.wall_s, code
 
 
 def _start(args: argparse.Namespace) -> tuple[RunStore, dict[str, Any]]:
@@ -780,7 +719,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if config.get("instructions"):
             _require_valgrind()
         store.repair()
-    client = _connect(args.dask) if args.dask else None  # before a run folder exists
+    client = execution.connect(args.dask) if args.dask else None  # before a run folder exists
     try:
         if not args.resume:
             store, config = _start(args)
@@ -789,9 +728,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     finally:
         if client is not None:
-            client.close()
-            if client.cluster is not None:
-                client.cluster.close()
+            execution.disconnect(client)
     console = _console()
     counted = EXIT_OK if interrupted else _count_pass(console, store, config, records)
     if counted == EXIT_INTERRUPTED:
@@ -1260,12 +1197,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "asv-machine": cmd_asv_machine,
     "gate": cmd_gate,
 }
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a cancelled CI job, a pre-empted batch job), handled as Ctrl-C is."""
-
-    code = 128 + signal.SIGTERM
 
 
 def _terminate(signum: int, frame: object) -> None:
