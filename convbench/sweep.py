@@ -5,8 +5,8 @@ once and shared. Pairing: the backends of one problem on one device and dtype ar
 together and timed in interleaved rounds (``measure_rounds``), so each one's speed-up over the
 baseline backend comes from per-round ratios with a confidence interval, untouched by what the
 machine did between one backend and the next. Isolation: whatever one case raises becomes that
-case's ``failed`` record and the sweep goes on; only ``KeyboardInterrupt`` stops it, after the
-records already written.
+case's ``failed`` record and the sweep goes on; a case that kills or hangs the process it runs
+in is the business of the supervisor that runs this loop in a worker (``executor``).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from convbench.measure.timing import (
     measure_rounds,
 )
 from convbench.profiling import TRACES, profile_ready
-from convbench.results import Record, RunStore, case_key
+from convbench.results import Record, case_key
 from convbench.spec import ConvSpec
 from convbench.suites import Workload
 
@@ -59,7 +59,6 @@ __all__ = [
     "ready",
     "reference",
     "run_cases",
-    "run_sweep",
     "timing_fields",
 ]
 
@@ -320,9 +319,6 @@ def _skip_reason(case: Case, config: SweepConfig) -> str | None:
     return None
 
 
-OnRecord = Callable[[Case, Record, int, int], None]
-
-
 def _base(case: Case, config: SweepConfig, run_id: str) -> dict[str, object]:
     """The fields every record of ``case`` has, whatever its outcome."""
     return dict(
@@ -465,32 +461,3 @@ def pending_cases(
                 cases.append(c)
                 retime.add(c.key)
     return cases, retime
-
-
-def run_sweep(
-    workloads: Iterable[Workload],
-    config: SweepConfig,
-    store: RunStore,
-    *,
-    on_start: Callable[[Case, int, int], None] | None = None,
-    on_record: OnRecord | None = None,
-) -> list[Record]:
-    """Run, in this process, every case that ``store`` lacks, appending each record to it as it
-    finishes; a crash or a hang of a case takes this process down (``convbench run`` runs the
-    same loop in a supervised worker: ``convbench.executor``)."""
-    cases, retime = pending_cases(workloads, config, store.records())
-    n = len(cases) - len(retime)
-    out: list[Record] = []
-
-    def emit(case: Case, record: Record) -> None:
-        store.append(record)
-        out.append(record)
-        if on_record:
-            on_record(case, record, len(out) - 1, n)
-
-    def start(case: Case) -> None:
-        if on_start:
-            on_start(case, len(out), n)
-
-    run_cases(cases, config, store.run_id, store.path, emit, retime=retime, on_start=start)
-    return out

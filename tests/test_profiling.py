@@ -17,10 +17,10 @@ from test_algorithms import STAGES
 
 from convbench.measure.timing import TimingConfig
 from convbench.profiling import case_folder, profile_ready, worker_name
-from convbench.results import RunStore
+from convbench.results import Record, RunStore
 from convbench.spec import parse
 from convbench.suites import Workload
-from convbench.sweep import Case, SweepConfig, ready, run_sweep
+from convbench.sweep import Case, SweepConfig, ready, run_cases
 
 SPEC = parse('mb2ic16ih20oc16oh20kh3ph1n"prof"')
 # What one call runs: the filter transforms belong to prepare, which is not profiled.
@@ -200,7 +200,10 @@ def test_a_failed_profile_keeps_the_timing(tmp_path: Path) -> None:
     store = RunStore.create(tmp_path)
     (store.path / "traces").write_text("a file where the traces folder should be")
     config = SweepConfig(["torch"], timing=TimingConfig.quick(), profile_steps=2)
-    (record,) = run_sweep([Workload(SPEC, "randn")], config, store)
+    made: list[Record] = []
+    case = Case(Workload(SPEC, "randn"), "torch", "cpu", "float32")
+    run_cases([case], config, store.run_id, store.path, lambda c, r: made.append(r))
+    (record,) = made
     assert record.status == "ok" and record.median_s and record.median_s > 0
     assert record.trace == "" and record.stages == {}
     assert record.reason.startswith("not profiled: ")
