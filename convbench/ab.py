@@ -28,7 +28,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,7 @@ from typing import Any
 import torch
 
 from convbench.env import fingerprint
+from convbench.executor import exit_cause
 from convbench.instructions import CaseCount, CountError, count_instructions
 from convbench.measure.stats import paired_ratio
 from convbench.measure.timing import Sampler, Timing, TimingConfig, measure_rounds
@@ -258,7 +258,7 @@ class Worker:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             code = self.proc.wait()
-        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit {code}"
+        how = exit_cause(code)
         if self.hello:  # it ran: its log holds the traceback (faulthandler's, on a crash)
             return f"its worker died ({how}; its log: {self.log})"
         try:

@@ -31,6 +31,7 @@ What timing demands of a cluster, and how it is had:
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import socket
@@ -126,11 +127,11 @@ def _run_group(
     global _SUPERVISOR
     for name in _THREAD_VARIABLES:  # the nanny's 1, which the child would inherit
         os.environ[name] = str(config.threads)
-    if _SUPERVISOR is None or (_SUPERVISOR.config, _SUPERVISOR.run_id) != (config, run_id):
-        if _SUPERVISOR is not None:
-            _SUPERVISOR.close()
+    s = _SUPERVISOR
+    if s is None or (s.config, s.run_id, s.case_timeout) != (config, run_id, case_timeout):
+        if s is not None:
+            s.close()
         _SUPERVISOR = Supervisor(config, run_id, Path(tempfile.gettempdir()), case_timeout)
-    _SUPERVISOR.case_timeout = case_timeout
     out: list[dict[str, Any]] = []
     _SUPERVISOR.run(cases, lambda case, record: out.append(record.to_dict()), retime=retime)
     return out
@@ -153,7 +154,7 @@ def run_on_cluster(
     slots = max(1, _slots(client))
     lost_once: set[int] = set()
     futures: dict[Any, int] = {}
-    counter = iter(range(10**9))
+    counter = itertools.count()
 
     pool = as_completed([], with_results=False)
 

@@ -32,7 +32,7 @@ from typing import Any
 from convbench.results import Record
 from convbench.sweep import Case, SweepConfig, failed_record, pairable, run_cases
 
-__all__ = ["CASE_TIMEOUT", "Supervisor"]
+__all__ = ["CASE_TIMEOUT", "Supervisor", "exit_cause"]
 
 CASE_TIMEOUT = 1800.0
 """Seconds of its own after which a case is ended: far beyond what a healthy case takes (the
@@ -99,7 +99,8 @@ def _run_job(
     conn.send(("done",))
 
 
-def _signal_name(exitcode: int | None) -> str:
+def exit_cause(exitcode: int | None) -> str:
+    """How a child process ended, from its exit code: ``SIGSEGV``, ``exit status 3``."""
     if exitcode is None:
         return "no exit status"
     if exitcode < 0:
@@ -151,13 +152,12 @@ class Supervisor:
         run_id: str,
         folder: Path,
         case_timeout: float = CASE_TIMEOUT,
-        log_dir: Path | None = None,
     ) -> None:
         self.config = config
         self.run_id = run_id
         self.folder = folder
         self.case_timeout = case_timeout
-        self._logs = tempfile.TemporaryDirectory(prefix="convbench-worker-", dir=log_dir)
+        self._logs = tempfile.TemporaryDirectory(prefix="convbench-worker-")
         self._worker: _Worker | None = None
         self._started = 0
 
@@ -268,7 +268,7 @@ class Supervisor:
                 except (EOFError, OSError):
                     pass
                 worker.process.join()
-                how = _signal_name(worker.process.exitcode)
+                how = exit_cause(worker.process.exitcode)
                 tail = _tail(worker.log)
                 worker.stop()
                 self._worker = None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from conftest import run_cli
 
-from convbench.results import RunStore
+from convbench.results import Record, RunStore
 
 TESTS = Path(__file__).parent
 PLUGINS = {"PYTHONPATH": str(TESTS), "CONVBENCH_PLUGINS": "plugin_backends"}
@@ -31,7 +31,7 @@ def _store(tmp_path: Path) -> RunStore:
     return RunStore.find(run)
 
 
-def _by(store: RunStore) -> dict[tuple[str, str], object]:
+def _by(store: RunStore) -> dict[tuple[str, str], Record]:
     return {(r.name, r.backend): r for r in store.records()}
 
 
@@ -43,13 +43,13 @@ def test_a_crashing_backend_costs_its_case_not_the_sweep(tmp_path: Path) -> None
     by = _by(store)
     assert len(by) == SMOKE * 3
     crash = by[("smoke:1x1", "test-segv-1x1")]
-    assert crash.status == "failed"  # type: ignore[attr-defined]
-    assert crash.reason.startswith("worker died: SIGSEGV; Fatal Python error")  # type: ignore[attr-defined]
-    assert "plugin_backends.py" in crash.reason and "in crash" in crash.reason  # type: ignore[attr-defined]
+    assert crash.status == "failed"
+    assert crash.reason.startswith("worker died: SIGSEGV; Fatal Python error")
+    assert "plugin_backends.py" in crash.reason and "in crash" in crash.reason
     others = [r for k, r in by.items() if k != ("smoke:1x1", "test-segv-1x1")]
-    assert all(r.status == "ok" for r in others)  # type: ignore[attr-defined]
+    assert all(r.status == "ok" for r in others)
     # The rest of the crashed problem ran again in a fresh worker, still paired.
-    assert by[("smoke:1x1", "im2col")].speedup is not None  # type: ignore[attr-defined]
+    assert by[("smoke:1x1", "im2col")].speedup is not None
     assert "convbench summary" in proc.stdout and (store.path / "report.html").is_file()
 
     # --resume does not walk into the crash again ...
@@ -73,9 +73,9 @@ def test_a_crash_in_the_timed_rounds_keeps_the_problem_paired(tmp_path: Path) ->
                 env={"CONVBENCH_TEST_CRASH_AT": "8"})  # fmt: skip
     assert proc.returncode == 1, proc.stderr
     by = _by(_store(tmp_path))
-    assert by[("smoke:1x1", "test-segv-1x1")].reason.startswith("worker died: SIGSEGV")  # type: ignore[attr-defined]
-    assert by[("smoke:1x1", "torch")].status == "ok"  # type: ignore[attr-defined]
-    assert by[("smoke:1x1", "im2col")].speedup is not None  # type: ignore[attr-defined]
+    assert by[("smoke:1x1", "test-segv-1x1")].reason.startswith("worker died: SIGSEGV")
+    assert by[("smoke:1x1", "torch")].status == "ok"
+    assert by[("smoke:1x1", "im2col")].speedup is not None
 
 
 def test_a_hanging_backend_is_timed_out(tmp_path: Path) -> None:
@@ -83,8 +83,8 @@ def test_a_hanging_backend_is_timed_out(tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stderr
     by = _by(_store(tmp_path))
     assert len(by) == SMOKE * 2
-    assert by[("smoke:1x1", "test-hang-1x1")].reason == "timed out after 2 s"  # type: ignore[attr-defined]
-    assert by[("smoke:3x3", "test-hang-1x1")].status == "ok"  # type: ignore[attr-defined]
+    assert by[("smoke:1x1", "test-hang-1x1")].reason == "timed out after 2 s"
+    assert by[("smoke:3x3", "test-hang-1x1")].status == "ok"
 
 
 def test_retry_failed_needs_resume(tmp_path: Path) -> None:

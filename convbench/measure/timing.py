@@ -143,11 +143,6 @@ class Rounds:
     errors: dict[str, BaseException]
     baseline: str | None
 
-    @property
-    def count(self) -> int:
-        """How many rounds were taken (the participants that left early took part in fewer)."""
-        return max((t.repeats for t in self.timings.values()), default=0)
-
     def speedup(self, name: str) -> Ratio | None:
         """The baseline's time over ``name``'s, paired by round (above 1: ``name`` is faster),
         over the rounds both took part in."""
