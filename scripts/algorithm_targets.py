@@ -1,125 +1,285 @@
-"""Where each algorithm should win: median time of every backend as a ratio to torch's, on the
-same case, in one run (minibatch 8 unless a family says otherwise, float32, all threads,
-transforms done in ``prepare``). Prints one table per target family, with geometric means, and
-says for each target whether it was met.
+"""Where each algorithm should win, over whole classes of layers: every backend timed side by side
+with torch in interleaved rounds (``measure_rounds``), its speed-up the median of per-round ratios
+with a 95 % interval, float32, all threads, transforms done in ``prepare``.
 
-    python scripts/algorithm_targets.py [--quick] [--family winograd,fft,im2col]
+    python scripts/algorithm_targets.py [--quick] [--family winograd,fft-large,...] [--json OUT]
 
-A benchmark, not a test: timings on shared machines are noisy (±20 % run to run), so read the
-ratios, which are taken back to back in one process.
+The classes are generated, not listed: 3×3 stride-1 layers at every size from 7×7 to 112×112 with
+the channel counts networks pair with them (and a few seeded draws in between), 11×11 and larger
+kernels on 128×128 and larger images at 8 to 256 channels and minibatch 1 to 16, 7×7 to 15×15 on
+(4, 32, 64×64), and every ResNet-50 layer. A problem whose direct FLOPs exceed ``--max-gflop``
+is left out (and counted) so that the run ends in minutes. A benchmark, not a test: read ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, field
 
 import torch
 
 from convbench import backends
-from convbench.env import cpu_count
+from convbench.env import cpu_count, gemm_gflops
 from convbench.inputs import make_inputs
-from convbench.measure.timing import TimingConfig, measure
-from convbench.spec import ConvSpec
+from convbench.measure.timing import Clock, TimingConfig, measure, measure_rounds
+from convbench.spec import ConvSpec, parse
 from convbench.suites import SUITES
 
+WINOGRAD = ["winograd-f2", "winograd-f4", "winograd-f6"]
+FFT = ["fft-torch", "fft-scipy"]
 
-@dataclass(frozen=True)
+
+@dataclass
 class Family:
     name: str
     specs: list[ConvSpec]
     backends: list[str]
     target: str
+    rows: list[dict] = field(default_factory=list)
 
 
-def _families() -> list[Family]:
-    winograd_layers = [
-        w.spec
-        for suite in ("vgg16", "resnet50")
-        for w in SUITES[suite].workloads(8)
-        if w.spec.kh == w.spec.kw == 3 and w.spec.sh == 1 and min(w.spec.ic, w.spec.oc) >= 128
+def _same(c: int, k: int, h: int, mb: int, r: int, name: str) -> ConvSpec:
+    return parse(f'mb{mb}ic{c}ih{h}oc{k}oh{h}kh{r}ph{r // 2}n"{name}"')
+
+
+def winograd_class(mb: int) -> list[ConvSpec]:
+    """3×3 stride-1 "same" layers from 7×7 to 112×112 with ≥ 64 channels: every size of the grid
+    with the channel counts that networks give it (channels × size from 3584, ResNet-50's
+    512 @ 7, to 14336, VGG-16's 128 @ 112), and six seeded
+    draws with unequal in and out channels."""
+    sizes = (7, 10, 14, 20, 28, 40, 56, 80, 112)
+    chans = (64, 96, 128, 192, 256, 384, 512)
+    specs = [
+        _same(c, c, h, mb, 3, f"w3_c{c}_{h}px")
+        for h in sizes
+        for c in chans
+        if 3584 <= c * h <= 14336
     ]
-    large = SUITES["large_kernel"].workloads()
+    rng = random.Random(13)
+    while len(specs) < 36:
+        h = rng.choice(sizes)
+        c, k = rng.choice(chans), rng.choice(chans)
+        if c != k and 3584 <= max(c, k) * h <= 14336:
+            specs.append(_same(c, k, h, mb, 3, f"w3_c{c}k{k}_{h}px"))
+    return specs
+
+
+def fft_large_class() -> list[ConvSpec]:
+    """11×11 to 15×15 kernels on 128×128 to 256×256 images, channels 8 to 256, minibatch 1 to 16."""
     return [
-        Family("winograd", winograd_layers, ["winograd-f2", "winograd-f4", "winograd-f6"],
-               "best Winograd: geomean speed-up >= 1.2x, >= 1.8x on its best layer"),
-        Family("fft-large", [w.spec.with_mb(8) for w in large if w.spec.kh >= 11
-                             and w.spec.ih >= 128], ["fft-torch", "fft-scipy"],
-               ">= 2x faster than torch for 11x11+ kernels on 128x128+ inputs"),
-        Family("fft-family", [w.spec for w in large if w.spec.ih == 64],
-               ["fft-torch", "fft-scipy"], "faster than torch from 7x7 up (mb 4, 32 ch, 64x64)"),
-        Family("im2col", [w.spec for w in SUITES["resnet50"].workloads(8)], ["im2col"],
-               "within 1.5x of torch on the ResNet-50 layers (ratio >= 0.67)"),
-    ]  # fmt: skip
+        _same(c, c, h, mb, r, f"f{r}_c{c}_mb{mb}_{h}px")
+        for h, r in ((128, 11), (192, 13), (256, 15))
+        for c in (8, 16, 32, 64, 128, 256)
+        for mb in (1, 4, 16)
+    ]
 
 
-def _time(spec: ConvSpec, name: str, inputs, cfg: TimingConfig) -> float:
-    fn = backends.get(name).prepare(spec, inputs.weight, inputs.bias)
-    with torch.no_grad():
-        return measure(lambda: fn(inputs.x), "cpu", cfg).median_s
+def fft_family_class() -> list[ConvSpec]:
+    return [_same(32, 32, 64, 4, r, f"f{r}_c32_mb4_64px") for r in (7, 9, 11, 13, 15)]
+
+
+def _families(mbs: list[int]) -> list[Family]:
+    resnet = [w.spec for mb in mbs for w in SUITES["resnet50"].workloads(mb)]
+    return [
+        Family(
+            "winograd",
+            [s for mb in mbs for s in winograd_class(mb)],
+            WINOGRAD,
+            "best Winograd geomean >= 1.5x at mb 8 (>= 1.1x at mb 1), >= 1.0x at >= 128 ch",
+        ),
+        Family(
+            "fft-large",
+            fft_large_class(),
+            FFT,
+            "11x11+ on 128x128+: fft-torch >= 2x (geomean >= 3x), fft-scipy >= 1.5x",
+        ),
+        Family("fft-family", fft_family_class(), FFT, "7x7+ on (4, 32, 64x64): both >= 1.2x"),
+        Family(
+            "im2col",
+            resnet,
+            ["im2col"],
+            ">= 0.75x on every ResNet-50 layer, GEMM at >= 85 % of the GEMM peak",
+        ),
+    ]
 
 
 def _geomean(xs: list[float]) -> float:
-    return math.exp(sum(math.log(x) for x in xs) / len(xs))
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
 
 
-def run_family(fam: Family, cfg: TimingConfig) -> dict[str, list[float]]:
-    ratios: dict[str, list[float]] = {b: [] for b in fam.backends}
+def gemm_efficiency(spec: ConvSpec, params: dict, peak: float, cfg: TimingConfig) -> float:
+    """The rate of im2col's GEMM, at the shape the backend chose, as a fraction of ``peak``."""
+    rows, crs = params["columns"]
+    a, b = torch.randn(rows, crs), torch.randn(crs, spec.oc)
+    out = torch.empty(rows, spec.oc)
+    t = measure(lambda: torch.mm(a, b, out=out), "cpu", cfg).median_s
+    return 2 * rows * crs * spec.oc / t / 1e9 / peak
+
+
+def run_case(spec: ConvSpec, names: list[str], cfg: TimingConfig, peak: float) -> dict:
+    inputs = make_inputs(spec).to("cpu", torch.float32)
+    clock = Clock("cpu")
+    samplers, params = {}, {}
+    for name in ["torch", *names]:
+        if backends.get(name).supports(spec, "cpu", torch.float32):
+            continue
+        prepared = backends.get(name).prepare(spec, inputs.weight, inputs.bias)
+        params[name] = prepared.params
+        samplers[name] = clock.sampler(lambda p=prepared: p(inputs.x))
+    with torch.no_grad():
+        rounds = measure_rounds(samplers, cfg, baseline="torch")
+    row: dict = {
+        "case": spec.name,
+        "spec": spec.format(),
+        "mb": spec.mb,
+        "torch_ms": rounds.timings["torch"].median_s * 1e3,
+        "speedup": {},
+        "params": params,
+    }
+    for name in names:
+        ratio = rounds.speedup(name)
+        if ratio is not None:
+            row["speedup"][name] = [ratio.value, ratio.lo, ratio.hi]
+    if "im2col" in params:
+        row["gemm_of_peak"] = gemm_efficiency(spec, params["im2col"], peak, cfg)
+    return row
+
+
+def _cell(row: dict, name: str) -> str:
+    if name not in row["speedup"]:
+        return f"{'-':>17s}"
+    v, lo, hi = row["speedup"][name]
+    return f"{v:5.2f}x [{lo:4.2f},{hi:4.2f}]"
+
+
+def print_header(fam: Family) -> None:
+    extra = ["GEMM/peak"] if fam.name == "im2col" else []
     print(f"\n== {fam.name}: {fam.target}")
-    print(f"{'case':34s} {'torch':>9s} " + " ".join(f"{b:>12s}" for b in fam.backends))
-    for spec in fam.specs:
-        inputs = make_inputs(spec).to("cpu", torch.float32)
-        t_torch = _time(spec, "torch", inputs, cfg)
-        cells = []
-        for b in fam.backends:
-            reason = backends.get(b).supports(spec, "cpu", torch.float32)
-            if reason:
-                cells.append(f"{'-':>12s}")
-                continue
-            r = t_torch / _time(spec, b, inputs, cfg)
-            ratios[b].append(r)
-            cells.append(f"{r:11.2f}x")
-        print(f"{spec.name or spec.format():34s} {t_torch * 1e3:7.2f}ms " + " ".join(cells))
-    print(f"{'geomean':34s} {'':9s} " + " ".join(
-        f"{_geomean(v):11.2f}x" if v else f"{'-':>12s}" for v in ratios.values()))  # fmt: skip
-    return ratios
+    names = " ".join(f"{b:>17s}" for b in fam.backends + extra)
+    print(f"{'case':28s} {'mb':>3s} {'torch':>10s} {names}", flush=True)
+
+
+def print_row(fam: Family, row: dict) -> None:
+    cells = [_cell(row, b) for b in fam.backends]
+    if "gemm_of_peak" in row:
+        cells.append(f"{row['gemm_of_peak'] * 100:16.0f}%")
+    print(
+        f"{row['case']:28s} {row['mb']:3d} {row['torch_ms']:8.2f}ms " + " ".join(cells), flush=True
+    )
+
+
+def ratios(rows: list[dict], name: str) -> list[float]:
+    return [r["speedup"][name][0] for r in rows if name in r["speedup"]]
+
+
+def best_ratios(rows: list[dict], names: list[str]) -> list[float]:
+    return [max(r["speedup"][n][0] for n in names if n in r["speedup"]) for r in rows]
+
+
+def verdicts(fam: Family) -> list[str]:
+    """One line per target of the family: MET or MISSED, with the figure it rests on."""
+
+    def line(ok: bool, text: str) -> str:
+        return f"target {'MET' if ok else 'MISSED'}: {text}"
+
+    out = []
+    if fam.name == "winograd":
+        for mb in sorted({r["mb"] for r in fam.rows}):
+            rows = [r for r in fam.rows if r["mb"] == mb]
+            best = best_ratios(rows, WINOGRAD)
+            gm, need = _geomean(best), 1.5 if mb > 1 else 1.1
+            out.append(line(gm >= need, f"mb {mb}: best-Winograd geomean {gm:.2f}x (>= {need})"))
+            per = ", ".join(f"{n} {_geomean(ratios(rows, n)):.2f}x" for n in WINOGRAD)
+            wins = {
+                n: sum(max(r["speedup"], key=lambda b: r["speedup"][b][0]) == n for r in rows)
+                for n in WINOGRAD
+            }
+            out.append(f"  mb {mb}: geomean per variant: {per}; layers won: {wins}")
+            if mb > 1:
+                big = [
+                    b
+                    for b, r in zip(best, rows, strict=True)
+                    if min(parse(r["spec"]).ic, parse(r["spec"]).oc) >= 128
+                ]
+                out.append(line(min(big) >= 1.0, f"mb {mb}: slowest at >= 128 ch {min(big):.2f}x"))
+    elif fam.name == "fft-large":
+        t, s = ratios(fam.rows, "fft-torch"), ratios(fam.rows, "fft-scipy")
+        out.append(line(min(t) >= 2.0, f"fft-torch slowest {min(t):.2f}x (>= 2)"))
+        out.append(line(_geomean(t) >= 3.0, f"fft-torch geomean {_geomean(t):.2f}x (>= 3)"))
+        out.append(line(min(s) >= 1.5, f"fft-scipy slowest {min(s):.2f}x (>= 1.5)"))
+    elif fam.name == "fft-family":
+        for n in FFT:
+            out.append(
+                line(
+                    min(ratios(fam.rows, n)) >= 1.2,
+                    f"{n} slowest {min(ratios(fam.rows, n)):.2f}x (>= 1.2)",
+                )
+            )
+    else:
+        r = ratios(fam.rows, "im2col")
+        eff = [row["gemm_of_peak"] for row in fam.rows]
+        out.append(
+            line(
+                min(r) >= 0.75,
+                f"im2col slowest {min(r):.2f}x (>= 0.75), geomean {_geomean(r):.2f}x",
+            )
+        )
+        out.append(line(min(eff) >= 0.85, f"GEMM at {min(eff) * 100:.0f} % of peak at worst"))
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter timing budget per case")
     parser.add_argument("--family", default="", help="comma-separated families to run")
+    parser.add_argument("--mb", default="8,1", help="minibatches of winograd and im2col")
+    parser.add_argument("--match", default="", help="only cases whose name contains this")
+    parser.add_argument(
+        "--max-gflop",
+        type=float,
+        default=300.0,
+        help="leave out problems above this many direct GFLOPs (default 300)",
+    )
+    parser.add_argument("--json", default="", help="write every row to this file")
     args = parser.parse_args()
     torch.set_num_threads(cpu_count())
     cfg = TimingConfig.quick() if args.quick else TimingConfig()
     wanted = set(filter(None, args.family.split(",")))
+    mbs = [int(m) for m in args.mb.split(",")]
+    peak = gemm_gflops("cpu")
     # The first convolutions of a process run slow (thread pools, oneDNN's JIT, clocks):
     # spend a second on a throwaway case so that the first row is measured like the rest.
     warm = SUITES["resnet50"].workloads(8)[0].spec
-    _time(warm, "torch", make_inputs(warm).to("cpu", torch.float32), TimingConfig(budget_s=1.0))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; ratio = torch / backend")
-    for fam in _families():
+    run_case(warm, [], TimingConfig(budget_s=1.0), peak)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, GEMM peak {peak:.0f} "
+        "GFLOP/s; speed-up = torch / backend, median of paired rounds [95 % interval]"
+    )
+    report = {}
+    for fam in _families(mbs):
         if wanted and fam.name not in wanted:
             continue
-        ratios = run_family(fam, cfg)
-        if fam.name == "winograd":
-            best = max(ratios, key=lambda b: _geomean(ratios[b]))
-            ok = _geomean(ratios[best]) >= 1.2 and max(ratios[best]) >= 1.8
+        specs = [s for s in fam.specs if args.match in s.name]
+        left_out = [s for s in specs if s.flops > args.max_gflop * 1e9]
+        print_header(fam)
+        for spec in specs:
+            if spec not in left_out:
+                fam.rows.append(run_case(spec, fam.backends, cfg, peak))
+                print_row(fam, fam.rows[-1])
+        if left_out:
             print(
-                f"target {'MET' if ok else 'MISSED'}: {best} geomean "
-                f"{_geomean(ratios[best]):.2f}x, best layer {max(ratios[best]):.2f}x"
+                f"left out above {args.max_gflop:g} GFLOP: " + ", ".join(s.name for s in left_out)
             )
-        elif fam.name.startswith("fft"):
-            need = 2.0 if fam.name == "fft-large" else 1.0
-            for b, v in ratios.items():
-                met = min(v) >= need if fam.name == "fft-large" else min(v) > need
-                print(f"target {'MET' if met else 'MISSED'} by {b}: slowest ratio {min(v):.2f}x")
-        else:
-            worst = min(ratios["im2col"])
-            print(
-                f"target {'MET' if worst >= 1 / 1.5 else 'MISSED'}: worst im2col ratio {worst:.2f}x"
-            )
+        if fam.rows:
+            for text in verdicts(fam):
+                print(text)
+        report[fam.name] = fam.rows
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"gemm_peak_gflops": peak, "families": report}, fh, indent=1)
 
 
 if __name__ == "__main__":

@@ -249,7 +249,9 @@ def test_algorithm_parameters() -> None:
     wino = backends.get("winograd-f6").prepare(spec, data.weight, data.bias)
     assert wino.params["tile"] == [8, 8] and wino.params["points"][-1] == "inf"
     fft = backends.get("fft-torch").prepare(spec, data.weight, data.bias)
-    assert fft.params["fft_size"][0] >= 14  # at least the padded input
+    (th, tw), (sh, sw) = fft.params["fft_size"], fft.params["tile_step"]
+    assert (sh, sw) == (th - 2, tw - 2)  # a 3×3 kernel's tile keeps its first T − 2 outputs
+    assert [n * s for n, s in zip(fft.params["tiles"], (sh, sw), strict=True)] >= [12, 12]
 
 
 @pytest.mark.skipif(not CUDA, reason="CUDA is not available")

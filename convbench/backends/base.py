@@ -7,7 +7,8 @@ creation from execution.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -20,13 +21,18 @@ __all__ = [
     "FLOAT_TOLERANCE",
     "GEMM_UNITS",
     "Backend",
+    "Block",
+    "Candidate",
     "Prepared",
     "UnsupportedConfig",
     "conv_input",
     "device_reason",
     "dtype_reason",
+    "fastest",
     "pad_input",
     "pad_into",
+    "tile_blocks",
+    "tuning_input",
     "unit_roundoff",
     "zero_symmetric_padding",
 ]
@@ -61,6 +67,82 @@ class Backend(Protocol):
 
     def tolerance(self, dtype: torch.dtype, device: str) -> float:
         """The largest relative L2 error against the float64 reference that is still correct."""
+
+
+@dataclass(frozen=True)
+class Block:
+    """A block of a problem's work: whole rows ``rows`` (of tiles, of output pixels) of the
+    images ``images``, ``tiles`` items in all."""
+
+    images: slice
+    rows: slice
+    tiles: int
+
+
+def tile_blocks(n: int, th: int, tw: int, target: int) -> list[Block]:
+    """Blocks of about ``target`` items covering n images of th×tw items (tiles or pixels):
+    several whole images where an image is small, else runs of rows of one image. Blocked
+    work keeps what one step hands the next in the cache."""
+    target = max(1, target)
+    if th * tw <= target:
+        step = max(1, target // (th * tw))
+        return [
+            Block(slice(i, min(i + step, n)), slice(0, th), (min(i + step, n) - i) * th * tw)
+            for i in range(0, n, step)
+        ]
+    step = max(1, target // tw)
+    return [
+        Block(slice(i, i + 1), slice(r, min(r + step, th)), (min(r + step, th) - r) * tw)
+        for i in range(n)
+        for r in range(0, th, step)
+    ]
+
+
+Candidate = tuple[str, Callable[[], Callable[[torch.Tensor], torch.Tensor]]]
+"""A way to compute a problem: its label and what builds its callable (workspaces included)."""
+
+
+def fastest(
+    candidates: Iterable[Candidate], x: torch.Tensor, calls: int = 2
+) -> tuple[str, Callable[[torch.Tensor], torch.Tensor], dict[str, float]]:
+    """The quickest of ``candidates`` on input ``x``, by the best of ``calls`` timed calls each
+    after one untimed call: its label, its callable and every candidate's milliseconds.
+
+    How a problem is best split (tile sizes, blocking) depends on caches, the FFT and GEMM
+    libraries and the thread count in ways a model ranks but cannot settle, so the model
+    proposes a few and prepare times them, as FFTW's planner and cuDNN's benchmark mode do.
+    One candidate is built at a time and a loser is dropped before the next is built, so the
+    workspaces of two candidates never coexist with a third.
+    """
+    best: tuple[float, str, Callable[[torch.Tensor], torch.Tensor]] | None = None
+    times: dict[str, float] = {}
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    with torch.no_grad():
+        for label, build in candidates:
+            fn = build()
+            fn(x)
+            elapsed = float("inf")
+            for _ in range(calls):
+                sync()
+                t0 = time.perf_counter()
+                fn(x)
+                sync()
+                elapsed = min(elapsed, time.perf_counter() - t0)
+            times[label] = round(elapsed * 1e3, 3)
+            if best is None or elapsed < best[0]:
+                best = (elapsed, label, fn)
+            del fn
+    if best is None:
+        raise ValueError("no candidate to choose from")
+    return best[1], best[2], times
+
+
+def tuning_input(spec: ConvSpec, weight: torch.Tensor) -> torch.Tensor:
+    """A seeded random input of ``spec``'s shape, on ``weight``'s device and in its dtype, to
+    time candidates on in ``prepare`` (which is not given the real input)."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(spec.input_shape, generator=gen, dtype=torch.float32)
+    return x.to(device=weight.device, dtype=weight.dtype)
 
 
 def device_reason(device: str) -> str | None:

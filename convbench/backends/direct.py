@@ -6,20 +6,25 @@ negative padding done once, up front) and handle groups as a batched GEMM over g
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch.profiler import record_function
 
 from convbench.backends.base import (
     FLOAT_TOLERANCE,
     GEMM_UNITS,
     Prepared,
+    conv_input,
     device_reason,
     dtype_reason,
+    fastest,
     pad_input,
     pad_into,
+    tile_blocks,
+    tuning_input,
     unit_roundoff,
 )
 from convbench.spec import ConvSpec
@@ -90,37 +95,72 @@ class DirectBackend(_DirectFamily):
 
 
 class Im2colBackend(_DirectFamily):
-    """Unfold the input into columns (one row per output pixel, C/g·R·S entries), then GEMM.
+    """Unfold the input into columns (C/g·R·S entries per output pixel), then GEMM.
 
-    Channels innermost (NHWC) throughout: the padded input is written once into a
-    channels-last buffer, so the unfolding copies whole channel vectors and each GEMM,
-    [pixels × C·R·S]·[C·R·S × K], yields the output in channels-last order, returned as an
-    NCHW view (torch's own channels-last layout). Columns are made for a few images at a time
-    into a buffer kept from call to call: enough rows for an efficient GEMM, few enough to
-    stay in cache. A 1×1 stride-1 problem needs no columns: they are the input itself, and it
-    is multiplied as it lies (NCHW), which spares the two layout changes.
+    Two layouts, each over a few images at a time, into column buffers kept from call to call
+    (big enough for an efficient GEMM, small enough to stay in cache):
+
+    - ``nhwc``: the padded input is written once into a channels-last buffer, the unfolding
+      copies whole channel vectors, and [pixels × C·R·S]·[C·R·S × K] yields the output in
+      channels-last order, returned as an NCHW view (torch's own channels-last layout);
+    - ``nchw``: ``F.unfold`` (torch's own im2col) makes [C·R·S × pixels] per image and
+      [K × C·R·S]·[C·R·S × pixels] yields NCHW output directly, with no layout change.
+
+    Which is faster, and at how many images per GEMM, depends on the GEMM library's
+    efficiency for narrow products (K or C·R·S of a few dozen) against the cost of the layout
+    changes, so prepare times the candidates (:func:`fastest`). A 1×1 problem
+    needs no columns: they are the padded input itself (subsampled by the stride), multiplied
+    as it lies.
     """
 
     name = "im2col"
-    description = "unfold (im2col, channels-last) + GEMM over a few images at a time"
-    # Pixels per GEMM to aim for: far fewer make an inefficient GEMM, far more leave the cache.
-    TARGET_ROWS = 2048
+    description = "unfold (im2col) + GEMM, layout and images per GEMM timed in prepare"
+    # Pixels per GEMM the candidates aim for: far fewer make an inefficient GEMM, far more
+    # leave the cache.
+    TARGET_ROWS = (512, 2048, 8192)
 
     def prepare(self, spec: ConvSpec, weight: torch.Tensor, bias: torch.Tensor | None) -> Prepared:
+        if spec.kh == spec.kw == 1:
+            return self._pointwise(spec, weight, bias)
+        p = spec.oh * spec.ow
+        candidates: dict[str, tuple[str, int]] = {}
+        for rows in self.TARGET_ROWS:
+            blocks = tile_blocks(spec.mb, spec.oh, spec.ow, rows)
+            candidates.setdefault(f"nhwc {max(b.tiles for b in blocks)}", ("nhwc", rows))
+            chunk = max(1, min(spec.mb, rows // p))
+            candidates.setdefault(f"nchw {chunk * p}", ("nchw", chunk))
+        build = {"nhwc": self._nhwc, "nchw": self._nchw}
+        label, run, times = fastest(
+            (
+                (name, lambda lc=lc: build[lc[0]](spec, weight, bias, lc[1]))
+                for name, lc in candidates.items()
+            ),
+            tuning_input(spec, weight),
+        )
+        layout, pixels = label.split()
+        crs = spec.ic // spec.g * spec.kh * spec.kw
+        params = {"layout": layout, "columns": [int(pixels), crs * spec.g], "tuned_ms": times}
+        return Prepared(run, f"im2col {layout}", params)
+
+    @staticmethod
+    def _nhwc(
+        spec: ConvSpec, weight: torch.Tensor, bias: torch.Tensor | None, rows: int
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Columns for about ``rows`` output pixels at a time: several images, or rows of one."""
         g, kg, cg = spec.g, spec.oc // spec.g, spec.ic // spec.g
         kh, kw, oh, ow = spec.kh, spec.kw, spec.oh, spec.ow
-        crs, p = cg * kh * kw, oh * ow
+        crs = cg * kh * kw
         # (G, R·S·C/g, K/g): each group's weights in the columns' (r, s, c) order.
         wt = weight.reshape(g, kg, cg, kh, kw).permute(0, 3, 4, 2, 1).reshape(g, crs, kg)
         wt = wt.contiguous()
         hp, wp = spec.ih + spec.ph + spec.ph_r, spec.iw + spec.pw + spec.pw_r
-        pointwise = kh == kw == spec.sh == spec.sw == 1
-        if pointwise:
-            return self._pointwise(spec, weight, bias)
-        chunk = max(1, min(spec.mb, self.TARGET_ROWS // p))
         ws = {"dtype": weight.dtype, "device": weight.device}
         xpad = torch.zeros(spec.mb, hp, wp, spec.ic, **ws)  # NHWC; a kept zero border
-        cols = torch.empty(chunk * p, g, crs, **ws)
+        blocks = tile_blocks(spec.mb, oh, ow, rows)
+        cols = torch.empty(max(b.tiles for b in blocks), g, crs, **ws)
+        sn, sh, sw, sc = xpad.stride()
+        shape = (oh, ow, g, kh, kw, cg)
+        strides = (spec.sh * sh, spec.sw * sw, cg * sc, spec.dh * sh, spec.dw * sw, sc)
 
         def gemm(a: torch.Tensor, out: torch.Tensor) -> None:
             """out[pixel, group, k] = Σ a[pixel, group, :] · wt[group, :, k]."""
@@ -130,35 +170,68 @@ class Im2colBackend(_DirectFamily):
                 out.copy_(torch.matmul(a.transpose(0, 1), wt).transpose(0, 1))
 
         def run(x: torch.Tensor) -> torch.Tensor:
-            n = x.shape[0]
             pad_into(spec, x, xpad.permute(0, 3, 1, 2))
-            y = torch.empty(n, oh, ow, spec.oc, **ws)
-            sn, sh, sw, sc = xpad.stride()
-            for i in range(0, n, chunk):
-                b = min(chunk, n - i)
+            y = torch.empty(x.shape[0], oh, ow, spec.oc, **ws)
+            for blk in blocks:
+                bn = blk.images.stop - blk.images.start
+                br = blk.rows.stop - blk.rows.start
                 with record_function("im2col/unfold"):
+                    start = blk.images.start * sn + blk.rows.start * spec.sh * sh
                     taps = xpad.as_strided(
-                        (b, oh, ow, g, kh, kw, cg),
-                        (sn, spec.sh * sh, spec.sw * sw, cg * sc, spec.dh * sh, spec.dw * sw, sc),
-                        xpad.storage_offset() + i * sn,
+                        (bn, br, *shape[1:]), (sn, *strides), xpad.storage_offset() + start
                     )
-                    block = cols[: b * p]
-                    block.view(b, oh, ow, g, kh, kw, cg).copy_(taps)
+                    block = cols[: blk.tiles]
+                    block.view(bn, br, *shape[1:]).copy_(taps)
                 with record_function("im2col/gemm"):
-                    gemm(block, y[i : i + b].view(b * p, g, kg))
+                    gemm(block, y[blk.images, blk.rows].view(blk.tiles, g, kg))
             return _add_bias(y.permute(0, 3, 1, 2), bias)
 
-        return Prepared(run, "im2col", {"columns": [chunk * p, crs * g], "images_per_gemm": chunk})
+        return run
+
+    @staticmethod
+    def _nchw(
+        spec: ConvSpec, weight: torch.Tensor, bias: torch.Tensor | None, chunk: int
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        g, kg, cg = spec.g, spec.oc // spec.g, spec.ic // spec.g
+        oh, ow = spec.oh, spec.ow
+        crs, p = cg * spec.kh * spec.kw, oh * ow
+        rows = weight.reshape(g, kg, crs)  # F.unfold's (c, r, s) order, per group
+        ws = {"dtype": weight.dtype, "device": weight.device}
+        geometry = {
+            "kernel_size": (spec.kh, spec.kw),
+            "dilation": (spec.dh, spec.dw),
+            "stride": (spec.sh, spec.sw),
+        }
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            xp, padding = conv_input(spec, x)
+            n = xp.shape[0]
+            y = torch.empty(n, g, kg, p, **ws)
+            for i in range(0, n, chunk):
+                with record_function("im2col/unfold"):
+                    cols = F.unfold(xp[i : i + chunk], padding=padding, **geometry)
+                with record_function("im2col/gemm"):
+                    b = cols.shape[0]
+                    torch.matmul(rows, cols.view(b, g, crs, p), out=y[i : i + b])
+            return _add_bias(y.view(n, spec.oc, oh, ow), bias)
+
+        return run
 
     @staticmethod
     def _pointwise(spec: ConvSpec, weight: torch.Tensor, bias: torch.Tensor | None) -> Prepared:
         g, kg, cg = spec.g, spec.oc // spec.g, spec.ic // spec.g
         rows, p = weight.reshape(g, kg, cg), spec.oh * spec.ow
+        strided = spec.sh > 1 or spec.sw > 1
 
         def run(x: torch.Tensor) -> torch.Tensor:
             xp = pad_input(spec, x)
+            if strided:
+                with record_function("im2col/unfold"):
+                    xp = xp[:, :, :: spec.sh, :: spec.sw][:, :, : spec.oh, : spec.ow].contiguous()
             with record_function("im2col/gemm"):
                 y = torch.matmul(rows, xp.reshape(xp.shape[0], g, cg, p))
             return _add_bias(y.view(-1, spec.oc, spec.oh, spec.ow), bias)
 
-        return Prepared(run, "im2col", {"columns": [p, cg * g], "images_per_gemm": spec.mb})
+        return Prepared(
+            run, "im2col pointwise", {"columns": [p, cg * g], "images_per_gemm": spec.mb}
+        )

@@ -1,15 +1,38 @@
-"""FFT convolution: correlation as a product of spectra, with ``torch.fft`` or ``scipy.fft``.
+"""FFT convolution: correlation as a product of spectra, with ``torch.fft`` or ``scipy.fft``,
+over tiles of the image sized to the kernel (overlap-save).
 
 For the plain "valid" problem (after :func:`pad_input`) of an input Hp×Wp and a dilated kernel
-Eh×Ew, the circular correlation over an F×F grid with F ≥ Hp agrees with the linear one at every
-valid output (no index wraps), so F = ``next_fast_len(Hp)`` suffices. Per frequency the channel
-sum is a small complex GEMM: Y[n, k] = Σ_c X[n, c] · conj(W[k, c]). The weight spectrum is made
-in ``prepare``; strides subsample the stride-1 result, so FFT pays full price for them.
+Eh×Ew, the circular correlation of a T×T tile with the kernel agrees with the linear one at its
+first S = T − E + 1 outputs in each direction (no index wraps there). So the image is cut into
+tiles T×T that start every S pixels; each tile's spectrum is multiplied by the kernel's and
+transformed back, and its first S×S outputs are kept. One tile as large as the image is the
+textbook method; small tiles bound the weight spectrum (K·C·T·(T/2+1) complex numbers) and turn
+the per-frequency channel sums into GEMMs of many rows, Y[f][tile, k] = Σ_c X[f][tile, c] ·
+conj(W[f][k, c]): [N·tiles × C]·[C × K] for each of the T·(T/2+1) frequencies (NNPACK's tiled
+FFT does the same with 8×8 and 16×16 tiles).
+
+The tile is chosen per problem by a cost model in seconds, over every fast FFT size from the
+smallest that holds the kernel up to the whole padded image (:func:`plan`):
+
+    t = (C + K)·N·tiles · (T²·log2(T²) / FFT_RATE + FFT_OVERHEAD)  forward and inverse FFTs
+      + 8·N·tiles·T·(T/2 + 1)·C·K/g / gemm_rate(rows, C/g, K/g)  per-frequency channel sums
+      + 2·(C + K)·N·tiles·T·(T/2 + 1)·8 bytes / BANDWIDTH       reordering the spectra
+      + K·C/g·T·(T/2 + 1)·8 bytes / BANDWIDTH                    reading the weight spectrum
+
+where gemm_rate falls off for short products (few rows or few channels: the fixed cost of a
+small GEMM), as GEMM_OVERHEAD says. A small image with a large kernel keeps one tile (the
+overlap S/T would waste most of the work); many channels favour tiles just large enough that the
+weight spectrum stays in cache; few channels, whose FFTs dominate, favour mid-sized tiles.
+
+Strides subsample the stride-1 result, so FFT pays full price for them.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import scipy.fft
 import torch
 from torch.profiler import record_function
@@ -19,12 +42,14 @@ from convbench.backends.base import (
     Prepared,
     device_reason,
     dtype_reason,
+    fastest,
     pad_into,
+    tuning_input,
     unit_roundoff,
 )
 from convbench.spec import ConvSpec
 
-__all__ = ["FFTScipyBackend", "FFTTorchBackend"]
+__all__ = ["FFTScipyBackend", "FFTTorchBackend", "Tiling", "plan"]
 
 _UNITS = 56
 """CPU tolerance in units of the dtype's rounding, set as GEMM_UNITS says. The FFT's error grows
@@ -32,21 +57,150 @@ with the logarithm of its size, the per-frequency sum's with the channels: 13 un
 the network suites (transforms of 8×8 to 240×240, channel sums of up to 2048) and 37 on a fuzzed
 problem of a few dozen outputs; ten times the worst on the measured network layers is 83."""
 
+FFT_RATE = 1e10
+"""T²·log2 T² per second of one real T×T FFT (forward or inverse), one thread: torch.fft does
+about this for T = 64 to 288 (0.2 ns per point and log2 for the pair), a little less below."""
+FFT_OVERHEAD = 5e-7
+"""Seconds each transform of one tile costs beyond that: small tiles run at half the rate."""
+GEMM_RATE = 60e9
+"""Complex-GEMM flops (8 per multiply-accumulate) per second, one thread, on large products."""
+GEMM_OVERHEAD = 2e-7
+"""Seconds each per-frequency product costs beyond its arithmetic: thousands of small GEMMs run
+at a fraction of the rate."""
+BANDWIDTH = 8e9
+"""Bytes per second of a reordering copy, one thread."""
 
-def _geometry(spec: ConvSpec) -> tuple[int, int, int, int]:
-    """(Hp, Wp, Fh, Fw): the padded input and the FFT grid."""
-    hp, wp = spec.ih + spec.ph + spec.ph_r, spec.iw + spec.pw + spec.pw_r
-    return hp, wp, scipy.fft.next_fast_len(hp, real=True), scipy.fft.next_fast_len(wp, real=True)
+
+def _dilated_extent(spec: ConvSpec) -> tuple[int, int]:
+    return (spec.kh - 1) * spec.dh + 1, (spec.kw - 1) * spec.dw + 1
 
 
 def _dilated(spec: ConvSpec, weight: torch.Tensor) -> torch.Tensor:
     """The kernel with dilation made explicit: (dh−1) zero rows between taps, likewise columns."""
     if spec.dh == spec.dw == 1:
         return weight
-    eh, ew = (spec.kh - 1) * spec.dh + 1, (spec.kw - 1) * spec.dw + 1
-    out = weight.new_zeros(*weight.shape[:2], eh, ew)
+    out = weight.new_zeros(*weight.shape[:2], *_dilated_extent(spec))
     out[:, :, :: spec.dh, :: spec.dw] = weight
     return out
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """Tiles of T×T (``size``) every S pixels (``step``), ``tiles`` of them in each direction,
+    over a zero-extended input of ``extent``."""
+
+    size: tuple[int, int]
+    step: tuple[int, int]
+    tiles: tuple[int, int]
+    extent: tuple[int, int]
+
+    @property
+    def frequencies(self) -> int:
+        return self.size[0] * (self.size[1] // 2 + 1)
+
+
+def _tiling(spec: ConvSpec, th: int, tw: int) -> Tiling:
+    eh, ew = _dilated_extent(spec)
+    hp, wp = spec.ih + spec.ph + spec.ph_r, spec.iw + spec.pw + spec.pw_r
+    sh, sw = th - eh + 1, tw - ew + 1
+    nh, nw = math.ceil((hp - eh + 1) / sh), math.ceil((wp - ew + 1) / sw)
+    return Tiling((th, tw), (sh, sw), (nh, nw), ((nh - 1) * sh + th, (nw - 1) * sw + tw))
+
+
+def _sizes(extent: int, padded: int) -> list[int]:
+    """FFT sizes 2^a·3^b (b ≤ 2, where the FFT libraries run at full rate; 5s and 3³ run at
+    half) from the smallest whose step is at least half the kernel's extent up to the first
+    that holds the whole padded input."""
+    fast = sorted(2**a * 3**b for a in range(2, 14) for b in range(3))
+    low = extent + max(1, extent // 2)
+    top = next(t for t in fast if t >= max(padded, low))
+    return [t for t in fast if low <= t <= top]
+
+
+def cost(spec: ConvSpec, tiling: Tiling, threads: int = 1) -> float:
+    """The model's seconds for one call with ``tiling`` (see the module's docstring)."""
+    n, c, k, g = spec.mb, spec.ic, spec.oc, spec.g
+    th, tw = tiling.size
+    tiles = n * tiling.tiles[0] * tiling.tiles[1]
+    nf = tiling.frequencies
+    fft = (c + k) * tiles * (th * tw * math.log2(th * tw) / FFT_RATE + FFT_OVERHEAD)
+    products = nf * g
+    gemm = 8 * tiles * nf * c * k / g / GEMM_RATE + products * GEMM_OVERHEAD
+    copies = 2 * (c + k) * tiles * nf * 8 / BANDWIDTH + k * (c // g) * nf * 8 / BANDWIDTH
+    return (fft + gemm + copies) / threads
+
+
+def plan(spec: ConvSpec, count: int = 2) -> list[Tiling]:
+    """The ``count`` tilings of least modelled cost for ``spec``, and the single tile over the
+    whole image (the textbook method) if it is not among them: the candidates prepare times."""
+    eh, ew = _dilated_extent(spec)
+    hp, wp = spec.ih + spec.ph + spec.ph_r, spec.iw + spec.pw + spec.pw_r
+    hs, ws = _sizes(eh, hp), _sizes(ew, wp)
+    candidates = [
+        _tiling(spec, th, tw)
+        for th in hs
+        for tw in ws
+        if abs(math.log2(th / tw)) <= 1 or th == hs[-1] or tw == ws[-1]
+    ]
+    ranked = sorted(candidates, key=lambda t: cost(spec, t))[:count]
+    whole = _tiling(spec, hs[-1], ws[-1])
+    return ranked if whole in ranked else [*ranked, whole]
+
+
+def _pipeline(
+    spec: ConvSpec,
+    tiling: Tiling,
+    wf: torch.Tensor,
+    bias: torch.Tensor | None,
+    forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    inverse: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The timed call, given the conjugated weight spectrum ``wf`` (K, C/g, Th, Tw/2+1) and the
+    two transforms: ``forward(tiles, out)`` and ``inverse(spectra, out)``, each returning its
+    result (in ``out`` where the library can write there)."""
+    n, g, kg, cg = spec.mb, spec.g, spec.oc // spec.g, spec.ic // spec.g
+    (th, tw), (sh, sw), (nh, nw) = tiling.size, tiling.step, tiling.tiles
+    nf, rows = tiling.frequencies, n * nh * nw
+    # (frequency·group, C/g, K/g): the right operands of one GEMM per frequency.
+    wt = wf.reshape(g, kg, cg, nf).permute(3, 0, 2, 1).reshape(nf * g, cg, kg).contiguous()
+    # Workspaces kept from call to call (fresh large buffers are paged in anew every time);
+    # the zero border of ``xpad`` is the FFT's zero padding. Not re-entrant.
+    real = {"dtype": wf.real.dtype, "device": wf.device}
+    cplx = {"dtype": wf.dtype, "device": wf.device}
+    xpad = torch.zeros(n, spec.ic, *tiling.extent, **real)
+    tiles = xpad.unfold(2, th, sh).unfold(3, tw, sw)  # (n, C, nh, nw, th, tw), overlapping
+    xf = torch.empty(n, spec.ic, nh, nw, th, tw // 2 + 1, **cplx)
+    xt = torch.empty(nf, g, rows, cg, **cplx)
+    yt = torch.empty(nf * g, rows, kg, **cplx)
+    yf = torch.empty(n, spec.oc, nh, nw, th, tw // 2 + 1, **cplx)
+    full = torch.empty(n, spec.oc, nh, nw, th, tw, **real)
+    rows_out = slice(0, (spec.oh - 1) * spec.sh + 1, spec.sh)
+    cols_out = slice(0, (spec.ow - 1) * spec.sw + 1, spec.sw)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        y = torch.empty(n, spec.oc, nh * sh, nw * sw, **real)
+        with record_function("fft/forward"):
+            pad_into(spec, x, xpad)
+            spectra = forward(tiles, xf)
+        with record_function("fft/pointwise"):
+            xt.view(nf, g, n, nh, nw, cg).copy_(
+                spectra.view(n, g, cg, nh, nw, nf).permute(5, 1, 0, 3, 4, 2)
+            )
+            torch.bmm(xt.view(nf * g, rows, cg), wt, out=yt)
+            yf.view(n, g, kg, nh, nw, nf).copy_(
+                yt.view(nf, g, n, nh, nw, kg).permute(2, 1, 5, 3, 4, 0)
+            )
+        with record_function("fft/inverse"):
+            out = inverse(yf, full)[..., :sh, :sw].transpose(3, 4)
+            # Each tile's first S×S outputs in place, the bias added on the way.
+            dst = y.view(n, spec.oc, nh, sh, nw, sw)
+            if bias is None:
+                dst.copy_(out)
+            else:
+                torch.add(out, bias.view(1, -1, 1, 1, 1, 1), out=dst)
+        return y[:, :, rows_out, cols_out]
+
+    return run
 
 
 class _FFTBase:
@@ -60,98 +214,85 @@ class _FFTBase:
             return FLOAT_TOLERANCE[dtype]
         return _UNITS * unit_roundoff(dtype)
 
-    @staticmethod
-    def _params(spec: ConvSpec) -> dict[str, object]:
-        hp, wp, fh, fw = _geometry(spec)
-        return {"fft_size": [fh, fw], "padded_input": [hp, wp]}
+    def build(
+        self, spec: ConvSpec, tiling: Tiling, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The timed call for one tiling, its weight spectrum made here."""
+        raise NotImplementedError
+
+    def prepare(self, spec: ConvSpec, weight: torch.Tensor, bias: torch.Tensor | None) -> Prepared:
+        tilings = {"x".join(map(str, t.size)): t for t in plan(spec)}
+        label, run, times = fastest(
+            ((name, lambda t=t: self.build(spec, t, weight, bias)) for name, t in tilings.items()),
+            tuning_input(spec, weight),
+        )
+        tiling = tilings[label]
+        hp, wp = spec.ih + spec.ph + spec.ph_r, spec.iw + spec.pw + spec.pw_r
+        params = {
+            "fft_size": list(tiling.size),
+            "tile_step": list(tiling.step),
+            "tiles": list(tiling.tiles),
+            "padded_input": [hp, wp],
+            "tuned_ms": times,
+            "model_ms": {
+                name: round(cost(spec, t, torch.get_num_threads()) * 1e3, 3)
+                for name, t in tilings.items()
+            },
+        }
+        return Prepared(run, f"fft {label} tiles", params)
 
 
 class FFTTorchBackend(_FFTBase):
     name = "fft-torch"
-    description = "FFT convolution with torch.fft (real FFTs, weight spectrum in prepare)"
+    description = "FFT convolution with torch.fft over tiles chosen per problem (overlap-save)"
 
-    def prepare(self, spec: ConvSpec, weight: torch.Tensor, bias: torch.Tensor | None) -> Prepared:
-        _, _, fh, fw = _geometry(spec)
-        n, g, kg, cg = spec.mb, spec.g, spec.oc // spec.g, spec.ic // spec.g
+    def build(
+        self, spec: ConvSpec, tiling: Tiling, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        th, tw = tiling.size
         with record_function("fft/filter_spectrum"):
-            wf = torch.fft.rfft2(_dilated(spec, weight), s=(fh, fw))
-            nf = wf.shape[-2] * wf.shape[-1]
-            # (frequency·group, C/g, K/g): the right operands of one GEMM per frequency.
-            wt = wf.conj().resolve_conj().reshape(g, kg, cg, nf).permute(3, 0, 2, 1)
-            wt = wt.reshape(nf * g, cg, kg).contiguous()
-        # Workspaces kept from call to call (fresh large buffers are paged in anew every
-        # time); the zero border of ``xpad`` is the FFT's zero padding. Not re-entrant.
-        real = {"dtype": weight.dtype, "device": weight.device}
-        cplx = {"dtype": wf.dtype, "device": weight.device}
-        xpad = torch.zeros(n, spec.ic, fh, fw, **real)
-        xf = torch.empty(n, spec.ic, fh, fw // 2 + 1, **cplx)
-        xt = torch.empty(nf, g, n, cg, **cplx)
-        yt = torch.empty(nf * g, n, kg, **cplx)
-        yf = torch.empty(n, g, kg, nf, **cplx)
-        full = torch.empty(n, spec.oc, fh, fw, **real)
-        rows = slice(0, (spec.oh - 1) * spec.sh + 1, spec.sh)
-        cols = slice(0, (spec.ow - 1) * spec.sw + 1, spec.sw)
+            wf = torch.fft.rfft2(_dilated(spec, weight), s=(th, tw)).conj().resolve_conj()
 
-        def run(x: torch.Tensor) -> torch.Tensor:
-            with record_function("fft/forward"):
-                pad_into(spec, x, xpad)
-                torch.fft.rfft2(xpad, out=xf)
-            with record_function("fft/pointwise"):
-                xt.copy_(xf.view(n, g, cg, nf).permute(3, 1, 0, 2))
-                torch.bmm(xt.view(nf * g, n, cg), wt, out=yt)
-                yf.copy_(yt.view(nf, g, n, kg).permute(2, 1, 3, 0))
-            with record_function("fft/inverse"):
-                torch.fft.irfft2(yf.view(n, spec.oc, fh, -1), s=(fh, fw), out=full)
-                y = full[:, :, rows, cols]
-            return y + bias.view(1, -1, 1, 1) if bias is not None else y.contiguous()
+        def forward(tiles: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+            return torch.fft.rfft2(tiles, out=out)
 
-        return Prepared(run, f"fft {fh}x{fw}", self._params(spec))
+        def inverse(spectra: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+            return torch.fft.irfft2(spectra, s=(th, tw), out=out)
+
+        return _pipeline(spec, tiling, wf, bias, forward, inverse)
 
 
 class FFTScipyBackend(_FFTBase):
-    """The FFTs are SciPy's (pocketfft); the per-frequency GEMMs go through torch's batched
-    GEMM, as in ``fft-torch``, so the two backends differ in their FFT library alone (NumPy's
-    ``matmul`` loops over thousands of small matrices one by one, at a third of the speed)."""
+    """The FFTs are SciPy's (pocketfft, ``workers`` = torch's threads); the per-frequency GEMMs
+    and the reordering go through torch, as in ``fft-torch``, so the two backends differ in
+    their FFT library alone (NumPy's ``matmul`` loops over thousands of small matrices one by
+    one, at a third of the speed)."""
 
     name = "fft-scipy"
-    description = "FFT convolution with scipy.fft on the CPU (workers = threads)"
+    description = "FFT convolution with scipy.fft on the CPU over tiles chosen per problem"
 
     def supports(self, spec: ConvSpec, device: str, dtype: torch.dtype) -> str | None:
         if device != "cpu":
             return "scipy.fft runs on the CPU only"
         return super().supports(spec, device, dtype)
 
-    def prepare(self, spec: ConvSpec, weight: torch.Tensor, bias: torch.Tensor | None) -> Prepared:
-        _, _, fh, fw = _geometry(spec)
-        n, g, kg, cg = spec.mb, spec.g, spec.oc // spec.g, spec.ic // spec.g
+    def build(
+        self, spec: ConvSpec, tiling: Tiling, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        th, tw = tiling.size
         workers = torch.get_num_threads()
         with record_function("fft/filter_spectrum"):
-            wf = scipy.fft.rfft2(_dilated(spec, weight).numpy(), s=(fh, fw), workers=workers)
-            nf = wf.shape[-2] * wf.shape[-1]
-            wt = np.ascontiguousarray(wf.conj().reshape(g, kg, cg, nf).transpose(3, 0, 2, 1))
-            wt = torch.from_numpy(wt.reshape(nf * g, cg, kg))
-        # Workspaces kept from call to call, as for fft-torch. Not re-entrant.
-        xpad = torch.zeros(n, spec.ic, fh, fw, dtype=weight.dtype)
-        xt = np.empty((nf, g, n, cg), dtype=wf.dtype)
-        yt = np.empty((nf, g, n, kg), dtype=wf.dtype)
-        yf = np.empty((n, g, kg, nf), dtype=wf.dtype)
-        xt_t = torch.from_numpy(xt).view(nf * g, n, cg)  # the same memory, seen by torch
-        yt_t = torch.from_numpy(yt).view(nf * g, n, kg)
-        b = None if bias is None else bias.numpy().reshape(1, -1, 1, 1)
-        rows = slice(0, (spec.oh - 1) * spec.sh + 1, spec.sh)
-        cols = slice(0, (spec.ow - 1) * spec.sw + 1, spec.sw)
+            w = _dilated(spec, weight).numpy()
+            wf = torch.from_numpy(scipy.fft.rfft2(w, s=(th, tw), workers=workers).conj())
 
-        def run(x: torch.Tensor) -> torch.Tensor:
-            with record_function("fft/forward"):
-                pad_into(spec, x, xpad)
-                xf = scipy.fft.rfft2(xpad.numpy(), workers=workers)
-            with record_function("fft/pointwise"):
-                np.copyto(xt, xf.reshape(n, g, cg, nf).transpose(3, 1, 0, 2))
-                torch.bmm(xt_t, wt, out=yt_t)
-                np.copyto(yf, yt.transpose(2, 1, 3, 0))
-            with record_function("fft/inverse"):
-                full = scipy.fft.irfft2(yf.reshape(n, spec.oc, fh, -1), s=(fh, fw), workers=workers)
-                y = full[:, :, rows, cols]
-            return torch.from_numpy(y + b if b is not None else np.ascontiguousarray(y))
+        def forward(tiles: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+            del out  # scipy.fft allocates its result
+            return torch.from_numpy(scipy.fft.rfft2(tiles.numpy(), workers=workers))
 
-        return Prepared(run, f"fft {fh}x{fw}", {**self._params(spec), "workers": workers})
+        def inverse(spectra: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+            del out
+            # The spectra are rebuilt every call: pocketfft may work in them.
+            res = scipy.fft.irfft2(spectra.numpy(), s=(th, tw), workers=workers, overwrite_x=True)
+            return torch.from_numpy(res)
+
+        return _pipeline(spec, tiling, wf, bias, forward, inverse)

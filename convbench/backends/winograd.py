@@ -18,6 +18,7 @@ batched GEMM, [K×C]·[C×tiles] per (ξ, ν).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from fractions import Fraction
 from functools import cache
 
@@ -25,10 +26,14 @@ import torch
 from torch.profiler import record_function
 
 from convbench.backends.base import (
+    Block,
     Prepared,
     device_reason,
     dtype_reason,
+    fastest,
     pad_into,
+    tile_blocks,
+    tuning_input,
     unit_roundoff,
 )
 from convbench.spec import ConvSpec
@@ -100,6 +105,13 @@ def _kron(a: Matrix, b: Matrix, dtype: torch.dtype, device: torch.device) -> tor
     return torch.kron(ta, tb).to(dtype=dtype, device=device)
 
 
+BLOCK_BYTES = (4 << 20, 16 << 20)
+"""Budgets, in bytes of one transform-domain array (tiles × n² × channels), of the blocks that
+prepare tries besides one block of every tile. A block's three arrays then stay in the caches
+between its steps instead of streaming every tile through memory three times; too small a
+block makes short GEMMs and reads the transformed filters once per block."""
+
+
 class WinogradBackend:
     """``winograd-f{m}``: F(m×m, r×s) for any kernel with m + max(r, s) − 1 ≤ 8."""
 
@@ -132,24 +144,81 @@ class WinogradBackend:
             return _UNMEASURED[self.m] * (1.0 if dtype == torch.float32 else 2.0**-29)
         return _UNITS[self.m] * unit_roundoff(dtype)
 
-    def prepare(self, spec: ConvSpec, weight: torch.Tensor, bias: torch.Tensor | None) -> Prepared:
+    def transforms(
+        self, spec: ConvSpec, weight: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(Bᵀ⊗Bᵀ, Aᵀ⊗Aᵀ, U): the input and output transforms and the transformed filter,
+        (n², G, C/g, K/g), made in float64 whatever the dtype (prepare-time precision is
+        free)."""
         m, kh, kw = self.m, spec.kh, spec.kw
         nh, nw = m + kh - 1, m + kw - 1
-        at_h, g_h, bt_h, points = transform_matrices(m, kh)
+        at_h, g_h, bt_h, _ = transform_matrices(m, kh)
         at_w, g_w, bt_w, _ = transform_matrices(m, kw)
         dtype, device = weight.dtype, weight.device
         g, kg, cg = spec.g, spec.oc // spec.g, spec.ic // spec.g
         bb = _kron(bt_h, bt_w, dtype, device)  # (nh·nw, nh·nw)
         aa = _kron(at_h, at_w, dtype, device)  # (m·m, nh·nw)
         with record_function("winograd/filter_transform"):
-            # In float64 whatever the dtype: prepare-time precision is free.
             gg = _kron(g_h, g_w, torch.float64, device)  # (nh·nw, kh·kw)
             u = gg @ weight.to(torch.float64).reshape(spec.oc * cg, kh * kw).T
             # (nh·nw, G, C/g, K/g): the right operand of the transform-domain GEMMs.
             u = u.reshape(nh * nw, g, kg, cg).transpose(2, 3).to(dtype).contiguous()
+        return bb, aa, u
+
+    def prepare(self, spec: ConvSpec, weight: torch.Tensor, bias: torch.Tensor | None) -> Prepared:
+        m, kh, kw = self.m, spec.kh, spec.kw
+        nh, nw = m + kh - 1, m + kw - 1
+        points = transform_matrices(m, kh)[3]
+        bb, aa, u = self.transforms(spec, weight)
+        dtype = weight.dtype
         oh, ow = spec.oh, spec.ow
         th, tw = math.ceil(oh / m), math.ceil(ow / m)
-        n, c, p = spec.mb, spec.ic, spec.mb * th * tw
+        n, c, k = spec.mb, spec.ic, spec.oc
+        per_tile = nh * nw * max(c, k) * dtype.itemsize
+        plans = {"all": tile_blocks(n, th, tw, n * th * tw)}
+        for budget in BLOCK_BYTES:
+            blocks = tile_blocks(n, th, tw, budget // per_tile)
+            if len(blocks) not in {len(b) for b in plans.values()}:
+                plans[f"{budget >> 20}MiB"] = blocks
+
+        def build(blocks: list[Block]) -> Callable[[torch.Tensor], torch.Tensor]:
+            return self._blocked(spec, blocks, bb, aa, u, bias)
+
+        label, run, times = fastest(
+            ((name, lambda b=b: build(b)) for name, b in plans.items()),
+            tuning_input(spec, weight),
+        )
+        return Prepared(
+            run,
+            f"winograd F({m}x{m}, {kh}x{kw})",
+            {
+                "tile": [nh, nw],
+                "output_tile": m,
+                "points": [str(p) for p in points] + ["inf"],
+                "blocks": len(plans[label]),
+                "tiles_per_block": max(b.tiles for b in plans[label]),
+                "tuned_ms": times,
+            },
+        )
+
+    def _blocked(
+        self,
+        spec: ConvSpec,
+        blocks: list[Block],
+        bb: torch.Tensor,
+        aa: torch.Tensor,
+        u: torch.Tensor,
+        bias: torch.Tensor | None,
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The timed call, ``blocks`` of tiles at a time."""
+        m, kh, kw = self.m, spec.kh, spec.kw
+        nh, nw = m + kh - 1, m + kw - 1
+        dtype, device = u.dtype, u.device
+        g, kg, cg = spec.g, spec.oc // spec.g, spec.ic // spec.g
+        oh, ow = spec.oh, spec.ow
+        th, tw = math.ceil(oh / m), math.ceil(ow / m)
+        n, c, k = spec.mb, spec.ic, spec.oc
+        pb = max(b.tiles for b in blocks)
         # Channels innermost (NHWC) throughout: gathering tiles and scattering outputs then
         # move whole channel vectors, and every GEMM runs on plain row-major operands.
         # Workspaces are made once: fresh multi-megabyte buffers would be paged in anew on
@@ -157,38 +226,58 @@ class WinogradBackend:
         # arithmetic. The callable is therefore not re-entrant.
         ws = {"dtype": dtype, "device": device}
         xpad = torch.zeros(n, th * m + kh - 1, tw * m + kw - 1, c, **ws)  # NHWC, zero border
-        d = torch.empty(nh, nw, n, th, tw, c, **ws)
-        v = torch.empty(nh * nw, p, c, **ws)
-        mm = torch.empty(nh * nw, p, spec.oc, **ws)
-        yt = torch.empty(m * m, p * spec.oc, **ws)
-        grouped = g > 1
+        d = torch.empty(nh * nw * pb * c, **ws)
+        v = torch.empty(nh * nw * pb * c, **ws)
+        mm = torch.empty(nh * nw * pb * k, **ws)
+        yt = torch.empty(m * m * pb * k, **ws)
+        ug = u.view(nh * nw, cg, kg) if g == 1 else u
+        # Aᵀ's column for the point 1 is all ones, so a bias added to the products at (1, 1)
+        # comes out of the output transform added to every output: a pass over 1/n² of the
+        # products instead of over the whole output. 1 is the second point, which a tile of
+        # two (F(2, 1), Aᵀ = I) does not reach.
+        at_one = nw + 1 if min(nh, nw) > 2 else None
+        bias_nhwc = None if bias is None else bias.view(1, 1, 1, 1, 1, k)
+
+        def block(x_nhwc: torch.Tensor, y: torch.Tensor, blk: Block) -> None:
+            """Transform, multiply and transform back the tiles of one block, whose working
+            set was sized to stay in cache between the three steps."""
+            bn, br = blk.images.stop - blk.images.start, blk.rows.stop - blk.rows.start
+            p = blk.tiles
+            top = blk.rows.start * m
+            src = x_nhwc[blk.images, top : top + br * m + kh - 1]
+            with record_function("winograd/input_transform"):
+                db = d[: nh * nw * p * c].view(nh, nw, bn, br, tw, c)
+                db.copy_(src.unfold(1, nh, m).unfold(2, nw, m).permute(4, 5, 0, 1, 2, 3))
+                vb = v[: nh * nw * p * c].view(nh * nw, p, c)
+                torch.mm(bb, db.view(nh * nw, p * c), out=vb.view(nh * nw, p * c))
+            with record_function("winograd/gemm"):
+                mb_ = mm[: nh * nw * p * k].view(nh * nw, p, k)
+                if g == 1:
+                    torch.bmm(vb, ug, out=mb_)
+                else:
+                    vg = vb.view(nh * nw, p, g, cg).transpose(1, 2)
+                    mb_.view(nh * nw, p, g, kg).copy_(torch.matmul(vg, ug).transpose(1, 2))
+                if bias is not None and at_one is not None:
+                    mb_[at_one].add_(bias)
+            with record_function("winograd/output_transform"):
+                yb = yt[: m * m * p * k].view(m * m, p * k)
+                torch.mm(aa, mb_.view(nh * nw, p * k), out=yb)
+                dst = y[blk.images, top : top + br * m].view(bn, br, m, tw, m, k)
+                tiles = yb.view(m, m, bn, br, tw, k).permute(2, 3, 0, 4, 1, 5)
+                if bias_nhwc is None or at_one is not None:
+                    dst.copy_(tiles)
+                else:
+                    torch.add(tiles, bias_nhwc, out=dst)
 
         def run(x: torch.Tensor) -> torch.Tensor:
             with record_function("winograd/input_transform"):
                 # The padded input, extended with zeros to whole tiles (extra outputs are cut
-                # below); its overlapping tiles gathered into a (nh·nw, tiles·C) matrix and
-                # all transformed by one GEMM.
+                # below).
                 pad_into(spec, x, xpad.permute(0, 3, 1, 2))
-                d.copy_(xpad.unfold(1, nh, m).unfold(2, nw, m).permute(4, 5, 0, 1, 2, 3))
-                torch.mm(bb, d.view(nh * nw, p * c), out=v.view(nh * nw, p * c))
-            with record_function("winograd/gemm"):
-                if grouped:
-                    vg = v.view(nh * nw, p, g, cg).transpose(1, 2)
-                    mm.view(nh * nw, p, g, kg).copy_(torch.matmul(vg, u).transpose(1, 2))
-                else:
-                    torch.bmm(v, u.view(nh * nw, cg, kg), out=mm)
-            with record_function("winograd/output_transform"):
-                torch.mm(aa, mm.view(nh * nw, p * spec.oc), out=yt)
-                y = torch.empty(n, th * m, tw * m, spec.oc, **ws)
-                y.view(n, th, m, tw, m, spec.oc).copy_(
-                    yt.view(m, m, n, th, tw, spec.oc).permute(2, 3, 0, 4, 1, 5)
-                )
-                # An NCHW view of the NHWC result: torch's own channels-last layout.
-                y = y[:, :oh, :ow].permute(0, 3, 1, 2)
-            return y if bias is None else y.add_(bias.view(1, -1, 1, 1))
+            y = torch.empty(n, th * m, tw * m, k, **ws)
+            for blk in blocks:
+                block(xpad, y, blk)
+            # An NCHW view of the NHWC result: torch's own channels-last layout.
+            return y[:, :oh, :ow].permute(0, 3, 1, 2)
 
-        return Prepared(
-            run,
-            f"winograd F({m}x{m}, {kh}x{kw})",
-            {"tile": [nh, nw], "output_tile": m, "points": [str(p) for p in points] + ["inf"]},
-        )
+        return run

@@ -1,0 +1,164 @@
+"""How a backend chooses to compute a problem: every candidate it may time in ``prepare`` is
+correct (not only the one that happened to win on this machine), the blocks cover the work
+exactly once, the FFT tilings cover the output, and ``fastest`` keeps the fastest."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from convbench import backends
+from convbench.backends.base import fastest, tile_blocks
+from convbench.backends.direct import Im2colBackend
+from convbench.backends.fft import FFTScipyBackend, FFTTorchBackend, cost, plan
+from convbench.backends.winograd import WinogradBackend
+from convbench.inputs import make_inputs
+from convbench.measure.accuracy import compare
+from convbench.spec import ConvSpec, parse
+from convbench.suites import fuzz
+from convbench.sweep import reference
+
+Run = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _assert_correct(spec: ConvSpec, name: str, build: Callable[..., Run]) -> None:
+    """The callable ``build(spec, weight, bias)`` makes agrees with the float64 reference
+    within ``name``'s float32 tolerance, on two calls (workspaces are reused)."""
+    inputs = make_inputs(spec, seed=3)
+    data = inputs.to("cpu", torch.float32)
+    run = build(spec, data.weight, data.bias)
+    want = reference(spec, inputs)
+    tol = backends.get(name).tolerance(torch.float32, "cpu")
+    with torch.no_grad():
+        for _ in range(2):
+            y = run(data.x)
+            assert y.shape == spec.output_shape
+            err = compare(y, want).rel_l2_error
+            assert err <= tol, f"{name} {spec.format()}: {err:.3g}"
+
+
+SPECS = [
+    "mb3ic6ih19iw23oc5kh3kw3ph1pw1",
+    "mb2ic8ih20oc8kh3ph1g2",
+    "mb2ic4ih40oc6kh5ph2dh1",
+    "mb2ic8ih33oc8kh11ph5sh2",
+    "mb1ic4ih30iw9oc4kh7kw3ph3pw1",
+    "--padding-mode=reflect mb2ic3ih17oc4kh3ph1",
+    "mb2ic5ih12oc3kh3ph-1",
+]
+
+
+@pytest.mark.parametrize("desc", SPECS)
+@pytest.mark.parametrize("cls", [FFTTorchBackend, FFTScipyBackend])
+def test_every_fft_tiling_is_correct(desc: str, cls: type) -> None:
+    spec = parse(desc)
+    tilings = plan(spec, count=4)
+    assert len(tilings) >= 2
+    for tiling in tilings:
+        _assert_correct(spec, cls.name, lambda s, w, b, t=tiling: cls().build(s, t, w, b))
+
+
+WINOGRAD_CASES = [
+    (d, m)
+    for d in SPECS
+    for m in (2, 4, 6)
+    if WinogradBackend(m).supports(parse(d), "cpu", torch.float32) is None
+]
+
+
+@pytest.mark.parametrize(("desc", "m"), WINOGRAD_CASES)
+@pytest.mark.parametrize("target", [1, 3, 10**6])
+def test_every_winograd_blocking_is_correct(desc: str, m: int, target: int) -> None:
+    spec = parse(desc)
+    backend = WinogradBackend(m)
+
+    def blocked(s: ConvSpec, w: torch.Tensor, b: torch.Tensor | None) -> Run:
+        blocks = tile_blocks(s.mb, -(-s.oh // m), -(-s.ow // m), target)
+        return backend._blocked(s, blocks, *backend.transforms(s, w), b)
+
+    _assert_correct(spec, backend.name, blocked)
+
+
+@pytest.mark.parametrize("desc", [*SPECS, "mb3ic4ih9oc6kh1sh2ph1", "mb2ic4ih10oc6kh1sh3g2"])
+def test_every_im2col_layout_is_correct(desc: str) -> None:
+    spec = parse(desc)
+    for rows in (1, 7, 10**6):
+        _assert_correct(spec, "im2col", lambda s, w, b, r=rows: Im2colBackend._nhwc(s, w, b, r))
+    for chunk in (1, spec.mb):
+        _assert_correct(spec, "im2col", lambda s, w, b, c=chunk: Im2colBackend._nchw(s, w, b, c))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31))
+def test_random_candidates_are_correct(seed: int) -> None:
+    """Every FFT tiling and im2col layout of random problems (padding, stride, dilation,
+    groups, rectangles) — the winners of this machine are not the winners of another."""
+    (spec,) = fuzz(1, seed, max_flops=2e6)
+    for tiling in plan(spec, count=3):
+        _assert_correct(
+            spec, "fft-torch", lambda s, w, b, t=tiling: FFTTorchBackend().build(s, t, w, b)
+        )
+    if spec.kh * spec.kw > 1:
+        _assert_correct(spec, "im2col", lambda s, w, b: Im2colBackend._nhwc(s, w, b, 5))
+        _assert_correct(spec, "im2col", lambda s, w, b: Im2colBackend._nchw(s, w, b, 1))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 9), st.integers(1, 12), st.integers(1, 12), st.integers(1, 400))
+def test_blocks_cover_the_work_once(n: int, th: int, tw: int, target: int) -> None:
+    blocks = tile_blocks(n, th, tw, target)
+    seen = [(i, r) for b in blocks for i in range(n)[b.images] for r in range(th)[b.rows]]
+    assert sorted(seen) == [(i, r) for i in range(n) for r in range(th)]
+    for b in blocks:
+        assert b.tiles == len(range(n)[b.images]) * len(range(th)[b.rows]) * tw
+        assert b.tiles <= max(target, tw)  # one row of one image is never split
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 2**31))
+def test_tilings_cover_the_output(seed: int) -> None:
+    (spec,) = fuzz(1, seed, max_flops=5e7)
+    hp, wp = spec.ih + spec.ph + spec.ph_r, spec.iw + spec.pw + spec.pw_r
+    eh, ew = (spec.kh - 1) * spec.dh + 1, (spec.kw - 1) * spec.dw + 1
+    tilings = plan(spec)
+    whole = [t for t in tilings if t.tiles == (1, 1)]
+    assert whole, "the textbook single tile is always a candidate"
+    for t in tilings:
+        assert t.step[0] * t.tiles[0] >= hp - eh + 1 and t.step[1] * t.tiles[1] >= wp - ew + 1
+        assert t.extent[0] >= hp and t.extent[1] >= wp and min(t.step) >= 1
+        assert cost(spec, t) > 0
+
+
+def test_fastest_keeps_the_fastest() -> None:
+    def slow(x: torch.Tensor) -> torch.Tensor:
+        time.sleep(0.01)
+        return x
+
+    x = torch.ones(3)
+    for order in (["slow", "quick"], ["quick", "slow"]):
+        made = {"slow": lambda: slow, "quick": lambda: torch.clone}
+        label, run, times = fastest(((k, made[k]) for k in order), x)
+        assert label == "quick" and run is torch.clone
+        assert set(times) == {"slow", "quick"} and times["slow"] >= 10 > times["quick"]
+
+
+def test_choices_are_recorded() -> None:
+    spec = parse("mb2ic8ih64oc8kh11ph5")
+    data = make_inputs(spec).to("cpu", torch.float32)
+    for name in ("fft-torch", "fft-scipy", "winograd-f4", "im2col"):
+        if name.startswith("winograd"):
+            spec_w = parse("mb2ic8ih64oc8kh3ph1")
+            d = make_inputs(spec_w).to("cpu", torch.float32)
+            params = backends.get(name).prepare(spec_w, d.weight, d.bias).params
+        else:
+            params = backends.get(name).prepare(spec, data.weight, data.bias).params
+        times = params["tuned_ms"]
+        assert times and all(v > 0 for v in times.values())
+    fft = backends.get("fft-torch").prepare(spec, data.weight, data.bias).params
+    label = "x".join(map(str, fft["fft_size"]))
+    assert label in fft["tuned_ms"] and fft["tuned_ms"][label] == min(fft["tuned_ms"].values())
