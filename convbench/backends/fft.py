@@ -39,11 +39,13 @@ from torch.profiler import record_function
 
 from convbench.backends.base import (
     FLOAT_TOLERANCE,
+    Block,
     Prepared,
     device_reason,
     dtype_reason,
     fastest,
     pad_into,
+    tile_blocks,
     tuning_input,
     unit_roundoff,
 )
@@ -147,6 +149,12 @@ def plan(spec: ConvSpec, count: int = 2) -> list[Tiling]:
     return ranked if whole in ranked else [*ranked, whole]
 
 
+BLOCK_BYTES = 8 << 20
+"""Bytes of the spectra (input and output, before and after reordering) of one block of tiles:
+the spectra of a whole large problem run to hundreds of megabytes, and each of the passes over
+them would stream through memory; blocks of this size stay in the caches between steps."""
+
+
 def _pipeline(
     spec: ConvSpec,
     tiling: Tiling,
@@ -154,50 +162,67 @@ def _pipeline(
     bias: torch.Tensor | None,
     forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     inverse: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    block_bytes: int = BLOCK_BYTES,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The timed call, given the conjugated weight spectrum ``wf`` (K, C/g, Th, Tw/2+1) and the
     two transforms: ``forward(tiles, out)`` and ``inverse(spectra, out)``, each returning its
-    result (in ``out`` where the library can write there)."""
-    n, g, kg, cg = spec.mb, spec.g, spec.oc // spec.g, spec.ic // spec.g
+    result (in ``out`` where the library can write there). Tiles go through in blocks (whole
+    tile rows of an image, or whole images) of about ``block_bytes`` of spectra."""
+    n, c, k = spec.mb, spec.ic, spec.oc
+    g, kg, cg = spec.g, k // spec.g, c // spec.g
     (th, tw), (sh, sw), (nh, nw) = tiling.size, tiling.step, tiling.tiles
-    nf, rows = tiling.frequencies, n * nh * nw
+    nf, half = tiling.frequencies, tw // 2 + 1
+    blocks = tile_blocks(n, nh, nw, block_bytes // (2 * (c + k) * nf * wf.element_size()))
+    most = max(b.tiles for b in blocks)
     # (frequency·group, C/g, K/g): the right operands of one GEMM per frequency.
     wt = wf.reshape(g, kg, cg, nf).permute(3, 0, 2, 1).reshape(nf * g, cg, kg).contiguous()
     # Workspaces kept from call to call (fresh large buffers are paged in anew every time);
     # the zero border of ``xpad`` is the FFT's zero padding. Not re-entrant.
     real = {"dtype": wf.real.dtype, "device": wf.device}
     cplx = {"dtype": wf.dtype, "device": wf.device}
-    xpad = torch.zeros(n, spec.ic, *tiling.extent, **real)
-    tiles = xpad.unfold(2, th, sh).unfold(3, tw, sw)  # (n, C, nh, nw, th, tw), overlapping
-    xf = torch.empty(n, spec.ic, nh, nw, th, tw // 2 + 1, **cplx)
-    xt = torch.empty(nf, g, rows, cg, **cplx)
-    yt = torch.empty(nf * g, rows, kg, **cplx)
-    yf = torch.empty(n, spec.oc, nh, nw, th, tw // 2 + 1, **cplx)
-    full = torch.empty(n, spec.oc, nh, nw, th, tw, **real)
+    xpad = torch.zeros(n, c, *tiling.extent, **real)
+    xf = torch.empty(most * c * nf, **cplx)
+    xt = torch.empty(most * c * nf, **cplx)
+    yt = torch.empty(most * k * nf, **cplx)
+    full = torch.empty(most * k * th * tw, **real)
     rows_out = slice(0, (spec.oh - 1) * spec.sh + 1, spec.sh)
     cols_out = slice(0, (spec.ow - 1) * spec.sw + 1, spec.sw)
+    bias6 = None if bias is None else bias.view(1, -1, 1, 1, 1, 1)
 
-    def run(x: torch.Tensor) -> torch.Tensor:
-        y = torch.empty(n, spec.oc, nh * sh, nw * sw, **real)
+    def block(y: torch.Tensor, blk: Block) -> None:
+        bn, br, r = blk.images.stop - blk.images.start, blk.rows.stop - blk.rows.start, blk.tiles
+        top = blk.rows.start * sh
         with record_function("fft/forward"):
-            pad_into(spec, x, xpad)
-            spectra = forward(tiles, xf)
+            src = xpad[blk.images, :, top : top + (br - 1) * sh + th]
+            tiles = src.unfold(2, th, sh).unfold(3, tw, sw)  # (bn, C, br, nw, th, tw)
+            spectra = forward(tiles, xf[: r * c * nf].view(bn, c, br, nw, th, half))
         with record_function("fft/pointwise"):
-            xt.view(nf, g, n, nh, nw, cg).copy_(
-                spectra.view(n, g, cg, nh, nw, nf).permute(5, 1, 0, 3, 4, 2)
-            )
-            torch.bmm(xt.view(nf * g, rows, cg), wt, out=yt)
-            yf.view(n, g, kg, nh, nw, nf).copy_(
-                yt.view(nf, g, n, nh, nw, kg).permute(2, 1, 5, 3, 4, 0)
-            )
+            xb = xt[: r * c * nf].view(nf, g, bn, br, nw, cg)
+            xb.copy_(spectra.view(bn, g, cg, br, nw, nf).permute(5, 1, 0, 3, 4, 2))
+            yb = yt[: r * k * nf].view(nf * g, r, kg)
+            torch.bmm(xb.view(nf * g, r, cg), wt, out=yb)
         with record_function("fft/inverse"):
-            out = inverse(yf, full)[..., :sh, :sw].transpose(3, 4)
+            # The inverse reads the products in place, reordered by strides: torch's and
+            # SciPy's inverse real FFTs copy their input anyway (they work in it).
+            fb = yb.view(nf, g, bn, br, nw, kg).permute(2, 1, 5, 3, 4, 0)
+            res = inverse(
+                fb.reshape(bn, k, br, nw, th, half),  # a view unless groups must be merged
+                full[: r * k * th * tw].view(bn, k, br, nw, th, tw),
+            )
+            out = res[..., :sh, :sw].transpose(3, 4)
             # Each tile's first S×S outputs in place, the bias added on the way.
-            dst = y.view(n, spec.oc, nh, sh, nw, sw)
-            if bias is None:
+            dst = y[blk.images, :, top : top + br * sh].view(bn, k, br, sh, nw, sw)
+            if bias6 is None:
                 dst.copy_(out)
             else:
-                torch.add(out, bias.view(1, -1, 1, 1, 1, 1), out=dst)
+                torch.add(out, bias6, out=dst)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        y = torch.empty(n, k, nh * sh, nw * sw, **real)
+        with record_function("fft/forward"):
+            pad_into(spec, x, xpad)
+        for blk in blocks:
+            block(y, blk)
         return y[:, :, rows_out, cols_out]
 
     return run
@@ -215,7 +240,12 @@ class _FFTBase:
         return _UNITS * unit_roundoff(dtype)
 
     def build(
-        self, spec: ConvSpec, tiling: Tiling, weight: torch.Tensor, bias: torch.Tensor | None
+        self,
+        spec: ConvSpec,
+        tiling: Tiling,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        block_bytes: int = BLOCK_BYTES,
     ) -> Callable[[torch.Tensor], torch.Tensor]:
         """The timed call for one tiling, its weight spectrum made here."""
         raise NotImplementedError
@@ -247,7 +277,12 @@ class FFTTorchBackend(_FFTBase):
     description = "FFT convolution with torch.fft over tiles chosen per problem (overlap-save)"
 
     def build(
-        self, spec: ConvSpec, tiling: Tiling, weight: torch.Tensor, bias: torch.Tensor | None
+        self,
+        spec: ConvSpec,
+        tiling: Tiling,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        block_bytes: int = BLOCK_BYTES,
     ) -> Callable[[torch.Tensor], torch.Tensor]:
         th, tw = tiling.size
         with record_function("fft/filter_spectrum"):
@@ -259,7 +294,7 @@ class FFTTorchBackend(_FFTBase):
         def inverse(spectra: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
             return torch.fft.irfft2(spectra, s=(th, tw), out=out)
 
-        return _pipeline(spec, tiling, wf, bias, forward, inverse)
+        return _pipeline(spec, tiling, wf, bias, forward, inverse, block_bytes)
 
 
 class FFTScipyBackend(_FFTBase):
@@ -277,7 +312,12 @@ class FFTScipyBackend(_FFTBase):
         return super().supports(spec, device, dtype)
 
     def build(
-        self, spec: ConvSpec, tiling: Tiling, weight: torch.Tensor, bias: torch.Tensor | None
+        self,
+        spec: ConvSpec,
+        tiling: Tiling,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        block_bytes: int = BLOCK_BYTES,
     ) -> Callable[[torch.Tensor], torch.Tensor]:
         th, tw = tiling.size
         workers = torch.get_num_threads()
@@ -295,4 +335,4 @@ class FFTScipyBackend(_FFTBase):
             res = scipy.fft.irfft2(spectra.numpy(), s=(th, tw), workers=workers, overwrite_x=True)
             return torch.from_numpy(res)
 
-        return _pipeline(spec, tiling, wf, bias, forward, inverse)
+        return _pipeline(spec, tiling, wf, bias, forward, inverse, block_bytes)

@@ -11,8 +11,27 @@ Gray (2015) and Barabasz et al. (2020) show such points keep F(6, 3) usable in f
 integer points fail.
 
 In 2-D the transforms are Kronecker products: one GEMM transforms every tile of every channel
-at once, U = (G⊗G)·w is made in ``prepare``, and the n² transform-domain products are one
-batched GEMM, [K×C]·[C×tiles] per (ξ, ν).
+of a block at once, U = (G⊗G)·w is made in ``prepare``, and the n² transform-domain products are
+one batched GEMM, [tiles×C]·[C×K] per (ξ, ν).
+
+Cost model, for P tiles of N images (P = N·⌈OH/m⌉·⌈OW/m⌉), in GEMM flops and bytes moved:
+
+    flops = 2·P·n²·(n²·C + C·K + m²·K)         input transform, products, output transform
+    bytes = 4·(N·C·Hp·Wp·2 + P·n²·C + N·K·OH·OW)  padding to NHWC, gathering the overlapping
+                                                  tiles, scattering the outputs
+          + 4·3·P·n²·max(C, K)·[block spills]   the three transform-domain arrays, each
+                                                  written and read back once
+
+against 2·N·K·C·r²·OH·OW flops for a direct convolution. The products' share shrinks with the
+channels: at C = K = 64, F(4, 3)'s input transform (n² = 36 multiply-adds per element) costs
+more than half as much as its products, so layers of fewer than about 96 channels are bound by
+the transforms and the bytes, not by the n²/(m²r²) saving. Blocking keeps the three
+transform-domain arrays of a block in the caches (no spills) at the price of shorter GEMMs and
+of reading U (4·n²·C·K bytes) once per block; ``prepare`` times one block of every tile against
+blocks of 4 MiB and 16 MiB (BLOCK_BYTES) and keeps the fastest. The tile m trades the saving
+(m²r²/n²: 2.25, 4 and 5.06 for F(2), F(4), F(6) at r = 3) against tiles cut off at the image's
+edge (⌈7/4⌉·4 = 8 rows computed for 7) and a transform of n²·n² per element: F(2) wins on small
+images at minibatch 1, F(4) on most layers, F(6) on large images with about 100 channels.
 """
 
 from __future__ import annotations
