@@ -155,23 +155,31 @@ the spectra of a whole large problem run to hundreds of megabytes, and each of t
 them would stream through memory; blocks of this size stay in the caches between steps."""
 
 
+Transform = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Transforms = tuple[torch.Tensor, Transform, Transform]
+
+
 def _pipeline(
     spec: ConvSpec,
     tiling: Tiling,
     wf: torch.Tensor,
     bias: torch.Tensor | None,
-    forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    inverse: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    block_bytes: int = BLOCK_BYTES,
+    forward: Transform,
+    inverse: Transform,
+    block_bytes: int | None = None,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The timed call, given the conjugated weight spectrum ``wf`` (K, C/g, Th, Tw/2+1) and the
-    two transforms: ``forward(tiles, out)`` and ``inverse(spectra, out)``, each returning its
-    result (in ``out`` where the library can write there). Tiles go through in blocks (whole
-    tile rows of an image, or whole images) of about ``block_bytes`` of spectra."""
+    """The timed call, given the conjugated weight spectrum ``wf`` and the two transforms (as
+    ``_FFTBase.transforms`` makes them). Tiles go through in blocks (whole
+    tile rows of an image, or whole images) of about ``block_bytes`` of spectra (by default
+    BLOCK_BYTES, or twice the weight spectrum where that is larger)."""
     n, c, k = spec.mb, spec.ic, spec.oc
     g, kg, cg = spec.g, k // spec.g, c // spec.g
     (th, tw), (sh, sw), (nh, nw) = tiling.size, tiling.step, tiling.tiles
     nf, half = tiling.frequencies, tw // 2 + 1
+    if block_bytes is None:
+        # Each block reads the whole weight spectrum: a block's spectra at least twice its
+        # size keep that read from outweighing the traffic blocking saves.
+        block_bytes = max(BLOCK_BYTES, 2 * wf.numel() * wf.element_size())
     blocks = tile_blocks(n, nh, nw, block_bytes // (2 * (c + k) * nf * wf.element_size()))
     most = max(b.tiles for b in blocks)
     # (frequency·group, C/g, K/g): the right operands of one GEMM per frequency.
@@ -239,16 +247,23 @@ class _FFTBase:
             return FLOAT_TOLERANCE[dtype]
         return _UNITS * unit_roundoff(dtype)
 
+    def transforms(self, spec: ConvSpec, size: tuple[int, int], weight: torch.Tensor) -> Transforms:
+        """The conjugated weight spectrum on a ``size`` grid (K, C/g, Th, Tw/2+1) and the two
+        transforms ``forward(tiles, out)`` and ``inverse(spectra, out)``, each returning its
+        result (in ``out`` where the library can write there)."""
+        raise NotImplementedError
+
     def build(
         self,
         spec: ConvSpec,
         tiling: Tiling,
         weight: torch.Tensor,
         bias: torch.Tensor | None,
-        block_bytes: int = BLOCK_BYTES,
+        block_bytes: int | None = None,
     ) -> Callable[[torch.Tensor], torch.Tensor]:
         """The timed call for one tiling, its weight spectrum made here."""
-        raise NotImplementedError
+        wf, forward, inverse = self.transforms(spec, tiling.size, weight)
+        return _pipeline(spec, tiling, wf, bias, forward, inverse, block_bytes)
 
     def prepare(self, spec: ConvSpec, weight: torch.Tensor, bias: torch.Tensor | None) -> Prepared:
         tilings = {"x".join(map(str, t.size)): t for t in plan(spec)}
@@ -276,15 +291,8 @@ class FFTTorchBackend(_FFTBase):
     name = "fft-torch"
     description = "FFT convolution with torch.fft over tiles chosen per problem (overlap-save)"
 
-    def build(
-        self,
-        spec: ConvSpec,
-        tiling: Tiling,
-        weight: torch.Tensor,
-        bias: torch.Tensor | None,
-        block_bytes: int = BLOCK_BYTES,
-    ) -> Callable[[torch.Tensor], torch.Tensor]:
-        th, tw = tiling.size
+    def transforms(self, spec: ConvSpec, size: tuple[int, int], weight: torch.Tensor) -> Transforms:
+        th, tw = size
         with record_function("fft/filter_spectrum"):
             wf = torch.fft.rfft2(_dilated(spec, weight), s=(th, tw)).conj().resolve_conj()
 
@@ -294,7 +302,7 @@ class FFTTorchBackend(_FFTBase):
         def inverse(spectra: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
             return torch.fft.irfft2(spectra, s=(th, tw), out=out)
 
-        return _pipeline(spec, tiling, wf, bias, forward, inverse, block_bytes)
+        return wf, forward, inverse
 
 
 class FFTScipyBackend(_FFTBase):
@@ -311,15 +319,8 @@ class FFTScipyBackend(_FFTBase):
             return "scipy.fft runs on the CPU only"
         return super().supports(spec, device, dtype)
 
-    def build(
-        self,
-        spec: ConvSpec,
-        tiling: Tiling,
-        weight: torch.Tensor,
-        bias: torch.Tensor | None,
-        block_bytes: int = BLOCK_BYTES,
-    ) -> Callable[[torch.Tensor], torch.Tensor]:
-        th, tw = tiling.size
+    def transforms(self, spec: ConvSpec, size: tuple[int, int], weight: torch.Tensor) -> Transforms:
+        th, tw = size
         workers = torch.get_num_threads()
         with record_function("fft/filter_spectrum"):
             w = _dilated(spec, weight).numpy()
@@ -335,4 +336,4 @@ class FFTScipyBackend(_FFTBase):
             res = scipy.fft.irfft2(spectra.numpy(), s=(th, tw), workers=workers, overwrite_x=True)
             return torch.from_numpy(res)
 
-        return _pipeline(spec, tiling, wf, bias, forward, inverse, block_bytes)
+        return wf, forward, inverse
