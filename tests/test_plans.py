@@ -56,15 +56,19 @@ SPECS = [
 @pytest.mark.parametrize("desc", SPECS)
 @pytest.mark.parametrize("cls", [FFTTorchBackend, FFTScipyBackend])
 def test_every_fft_tiling_is_correct(desc: str, cls: type) -> None:
-    """Each tiling, in one block and in blocks of one tile row (or one image) each."""
+    """Each tiling, in one block and in blocks of one tile row (or one image) each, with the
+    channel sums as GEMMs and as multiply-accumulates."""
     spec = parse(desc)
     tilings = plan(spec, count=4)
     assert len(tilings) >= 2
     for tiling in tilings:
         for size in (1, None):
-            _assert_correct(
-                spec, cls.name, lambda s, w, b, t=tiling, z=size: cls().build(s, t, w, b, z)
-            )
+            for mac in (False, True):
+                _assert_correct(
+                    spec,
+                    cls.name,
+                    lambda s, w, b, t=tiling, z=size, m=mac: cls().build(s, t, w, b, z, m),
+                )
 
 
 WINOGRAD_CASES = [
@@ -104,9 +108,12 @@ def test_random_candidates_are_correct(seed: int) -> None:
     groups, rectangles) — the winners of this machine are not the winners of another."""
     (spec,) = fuzz(1, seed, max_flops=2e6)
     for tiling in plan(spec, count=3):
-        _assert_correct(
-            spec, "fft-torch", lambda s, w, b, t=tiling: FFTTorchBackend().build(s, t, w, b)
-        )
+        for mac in (False, True):
+            _assert_correct(
+                spec,
+                "fft-torch",
+                lambda s, w, b, t=tiling, m=mac: FFTTorchBackend().build(s, t, w, b, mac=m),
+            )
     if spec.kh * spec.kw > 1:
         _assert_correct(spec, "im2col", lambda s, w, b: Im2colBackend._nhwc(s, w, b, 5))
         _assert_correct(spec, "im2col", lambda s, w, b: Im2colBackend._nchw(s, w, b, 1))
@@ -165,4 +172,7 @@ def test_choices_are_recorded() -> None:
         assert times and all(v > 0 for v in times.values())
     fft = backends.get("fft-torch").prepare(spec, data.weight, data.bias).params
     label = "x".join(map(str, fft["fft_size"]))
+    if fft["channel_sums"] == "multiply-accumulate":
+        label += " mac"
     assert label in fft["tuned_ms"] and fft["tuned_ms"][label] == min(fft["tuned_ms"].values())
+    assert any(name.endswith(" mac") for name in fft["tuned_ms"])  # 64 channel pairs: both

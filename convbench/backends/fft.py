@@ -11,8 +11,10 @@ the per-frequency channel sums into GEMMs of many rows, Y[f][tile, k] = Σ_c X[f
 conj(W[f][k, c]): [N·tiles × C]·[C × K] for each of the T·(T/2+1) frequencies (NNPACK's tiled
 FFT does the same with 8×8 and 16×16 tiles).
 
-The tile is chosen per problem by a cost model in seconds, over every fast FFT size from the
-smallest that holds the kernel up to the whole padded image (:func:`plan`):
+The tile is chosen per problem: a cost model in seconds ranks every fast FFT size from the
+smallest that holds the kernel up to the whole padded image (:func:`plan`), and ``prepare``
+times the two it ranks first and the whole image, and keeps the fastest (the model misjudges
+the copies, whose cost depends on the caches):
 
     t = (C + K)·N·tiles · (T²·log2(T²) / FFT_RATE + FFT_OVERHEAD)  forward and inverse FFTs
       + 8·N·tiles·T·(T/2 + 1)·C·K/g / gemm_rate(rows, C/g, K/g)  per-frequency channel sums
@@ -20,9 +22,12 @@ smallest that holds the kernel up to the whole padded image (:func:`plan`):
       + K·C/g·T·(T/2 + 1)·8 bytes / BANDWIDTH                    reading the weight spectrum
 
 where gemm_rate falls off for short products (few rows or few channels: the fixed cost of a
-small GEMM), as GEMM_OVERHEAD says. A small image with a large kernel keeps one tile (the
-overlap S/T would waste most of the work); many channels favour tiles just large enough that the
-weight spectrum stays in cache; few channels, whose FFTs dominate, favour mid-sized tiles.
+small GEMM), as GEMM_OVERHEAD says. With few channels the sums are also tried as C/g
+multiply-accumulates over all frequencies and tiles at once (no per-product cost, no reordering
+of the spectra): the form that wins for a single image of 8 channels. A small image with a
+large kernel keeps one tile (the overlap S/T would waste most of the work); many channels favour
+tiles just large enough that the weight spectrum stays in cache; few channels, whose FFTs
+dominate, favour mid-sized tiles.
 
 Strides subsample the stride-1 result, so FFT pays full price for them.
 """
@@ -149,6 +154,9 @@ def plan(spec: ConvSpec, count: int = 2) -> list[Tiling]:
     return ranked if whole in ranked else [*ranked, whole]
 
 
+MAC_CHANNELS = 1024
+"""Problems of at most this many channel pairs per group ((C/g)·(K/g)) also try the channel sums
+as multiply-accumulates (see ``_pipeline``); above it a GEMM per frequency always wins."""
 BLOCK_BYTES = 8 << 20
 """Bytes of the spectra (input and output, before and after reordering) of one block of tiles:
 the spectra of a whole large problem run to hundreds of megabytes, and each of the passes over
@@ -167,11 +175,17 @@ def _pipeline(
     forward: Transform,
     inverse: Transform,
     block_bytes: int | None = None,
+    mac: bool = False,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The timed call, given the conjugated weight spectrum ``wf`` and the two transforms (as
-    ``_FFTBase.transforms`` makes them). Tiles go through in blocks (whole
-    tile rows of an image, or whole images) of about ``block_bytes`` of spectra (by default
-    BLOCK_BYTES, or twice the weight spectrum where that is larger)."""
+    ``_FFTBase.transforms`` makes them). Tiles go through in blocks (whole tile rows of an
+    image, or whole images) of about ``block_bytes`` of spectra (by default BLOCK_BYTES, or
+    twice the weight spectrum where that is larger).
+
+    The channel sums are a GEMM per frequency over the spectra reordered frequency-major, or,
+    with ``mac``, C/g multiply-accumulates over every frequency and tile at once in the
+    spectra's own layout: no reordering and no per-product cost, which wins where a GEMM
+    would have a handful of rows and channels."""
     n, c, k = spec.mb, spec.ic, spec.oc
     g, kg, cg = spec.g, k // spec.g, c // spec.g
     (th, tw), (sh, sw), (nh, nw) = tiling.size, tiling.step, tiling.tiles
@@ -182,15 +196,19 @@ def _pipeline(
         block_bytes = max(BLOCK_BYTES, 2 * wf.numel() * wf.element_size())
     blocks = tile_blocks(n, nh, nw, block_bytes // (2 * (c + k) * nf * wf.element_size()))
     most = max(b.tiles for b in blocks)
-    # (frequency·group, C/g, K/g): the right operands of one GEMM per frequency.
-    wt = wf.reshape(g, kg, cg, nf).permute(3, 0, 2, 1).reshape(nf * g, cg, kg).contiguous()
+    if mac:
+        # (1, G, K/g, C/g, 1, 1, F): channel c's weights, broadcast over images and tiles.
+        wt = wf.reshape(1, g, kg, cg, 1, 1, nf).contiguous()
+    else:
+        # (frequency·group, C/g, K/g): the right operands of one GEMM per frequency.
+        wt = wf.reshape(g, kg, cg, nf).permute(3, 0, 2, 1).reshape(nf * g, cg, kg).contiguous()
     # Workspaces kept from call to call (fresh large buffers are paged in anew every time);
     # the zero border of ``xpad`` is the FFT's zero padding. Not re-entrant.
     real = {"dtype": wf.real.dtype, "device": wf.device}
     cplx = {"dtype": wf.dtype, "device": wf.device}
     xpad = torch.zeros(n, c, *tiling.extent, **real)
     xf = torch.empty(most * c * nf, **cplx)
-    xt = torch.empty(most * c * nf, **cplx)
+    xt = torch.empty(0 if mac else most * c * nf, **cplx)
     yt = torch.empty(most * k * nf, **cplx)
     full = torch.empty(most * k * th * tw, **real)
     rows_out = slice(0, (spec.oh - 1) * spec.sh + 1, spec.sh)
@@ -205,14 +223,21 @@ def _pipeline(
             tiles = src.unfold(2, th, sh).unfold(3, tw, sw)  # (bn, C, br, nw, th, tw)
             spectra = forward(tiles, xf[: r * c * nf].view(bn, c, br, nw, th, half))
         with record_function("fft/pointwise"):
-            xb = xt[: r * c * nf].view(nf, g, bn, br, nw, cg)
-            xb.copy_(spectra.view(bn, g, cg, br, nw, nf).permute(5, 1, 0, 3, 4, 2))
-            yb = yt[: r * k * nf].view(nf * g, r, kg)
-            torch.bmm(xb.view(nf * g, r, cg), wt, out=yb)
+            if mac:
+                xs = spectra.view(bn, g, 1, cg, br, nw, nf)
+                fb = yt[: r * k * nf].view(bn, g, kg, br, nw, nf)
+                torch.mul(xs[:, :, :, 0], wt[:, :, :, 0], out=fb)
+                for i in range(1, cg):
+                    fb.addcmul_(xs[:, :, :, i], wt[:, :, :, i])
+            else:
+                xb = xt[: r * c * nf].view(nf, g, bn, br, nw, cg)
+                xb.copy_(spectra.view(bn, g, cg, br, nw, nf).permute(5, 1, 0, 3, 4, 2))
+                yb = yt[: r * k * nf].view(nf * g, r, kg)
+                torch.bmm(xb.view(nf * g, r, cg), wt, out=yb)
+                # Reordered back by strides: torch's and SciPy's inverse real FFTs copy their
+                # input anyway (they work in it).
+                fb = yb.view(nf, g, bn, br, nw, kg).permute(2, 1, 5, 3, 4, 0)
         with record_function("fft/inverse"):
-            # The inverse reads the products in place, reordered by strides: torch's and
-            # SciPy's inverse real FFTs copy their input anyway (they work in it).
-            fb = yb.view(nf, g, bn, br, nw, kg).permute(2, 1, 5, 3, 4, 0)
             res = inverse(
                 fb.reshape(bn, k, br, nw, th, half),  # a view unless groups must be merged
                 full[: r * k * th * tw].view(bn, k, br, nw, th, tw),
@@ -260,26 +285,39 @@ class _FFTBase:
         weight: torch.Tensor,
         bias: torch.Tensor | None,
         block_bytes: int | None = None,
+        mac: bool = False,
     ) -> Callable[[torch.Tensor], torch.Tensor]:
         """The timed call for one tiling, its weight spectrum made here."""
         wf, forward, inverse = self.transforms(spec, tiling.size, weight)
-        return _pipeline(spec, tiling, wf, bias, forward, inverse, block_bytes)
+        return _pipeline(spec, tiling, wf, bias, forward, inverse, block_bytes, mac)
 
     def prepare(self, spec: ConvSpec, weight: torch.Tensor, bias: torch.Tensor | None) -> Prepared:
         tilings = {"x".join(map(str, t.size)): t for t in plan(spec)}
+        ways = [(name, False) for name in tilings]
+        if (spec.ic // spec.g) * (spec.oc // spec.g) <= MAC_CHANNELS:
+            ways += [(name, True) for name in tilings]
         label, run, times = fastest(
-            ((name, lambda t=t: self.build(spec, t, weight, bias)) for name, t in tilings.items()),
+            (
+                (
+                    f"{name} mac" if mac else name,
+                    lambda t=tilings[name], m=mac: self.build(spec, t, weight, bias, mac=m),
+                )
+                for name, mac in ways
+            ),
             tuning_input(spec, weight),
         )
-        tiling = tilings[label]
+        tiling = tilings[label.split()[0]]
         hp, wp = spec.ih + spec.ph + spec.ph_r, spec.iw + spec.pw + spec.pw_r
         params = {
             "fft_size": list(tiling.size),
             "tile_step": list(tiling.step),
             "tiles": list(tiling.tiles),
             "padded_input": [hp, wp],
+            "channel_sums": "multiply-accumulate"
+            if label.endswith("mac")
+            else "GEMM per frequency",
             "tuned_ms": times,
-            "model_ms": {
+            "model_ms": {  # the GEMM form's
                 name: round(cost(spec, t, torch.get_num_threads()) * 1e3, 3)
                 for name, t in tilings.items()
             },
