@@ -10,14 +10,12 @@ from collections.abc import Callable, Mapping
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch.profiler import record_function
 
 from convbench.backends.base import (
     FLOAT_TOLERANCE,
     GEMM_UNITS,
     Prepared,
-    conv_input,
     device_reason,
     dtype_reason,
     fastest,
@@ -97,50 +95,44 @@ class DirectBackend(_DirectFamily):
 class Im2colBackend(_DirectFamily):
     """Unfold the input into columns (C/g·R·S entries per output pixel), then GEMM.
 
-    Two layouts, each over a few images at a time, into column buffers kept from call to call
-    (big enough for an efficient GEMM, small enough to stay in cache):
+    Channels innermost (NHWC) throughout: the padded input is written once into a
+    channels-last buffer kept from call to call, the unfolding copies whole channel vectors,
+    and each GEMM, [pixels × C·R·S]·[C·R·S × K], yields the output in channels-last order,
+    returned as an NCHW view (torch's own channels-last layout).
 
-    - ``nhwc``: the padded input is written once into a channels-last buffer, the unfolding
-      copies whole channel vectors, and [pixels × C·R·S]·[C·R·S × K] yields the output in
-      channels-last order, returned as an NCHW view (torch's own channels-last layout);
-    - ``nchw``: ``F.unfold`` (torch's own im2col) makes [C·R·S × pixels] per image and
-      [K × C·R·S]·[C·R·S × pixels] yields NCHW output directly, with no layout change.
-
-    Which is faster, and at how many images per GEMM, depends on the GEMM library's
-    efficiency for narrow products (K or C·R·S of a few dozen) against the cost of the layout
-    changes, so prepare times the candidates (:func:`fastest`). A 1×1 problem
-    needs no columns: they are the padded input itself (subsampled by the stride), multiplied
-    as it lies.
+    Cost model: the unfolding writes R·S·C/g numbers per output pixel (R·S times the input)
+    and the GEMM does 2·K·C·R·S/g flops per pixel, at a rate that falls for narrow products
+    (K or C·R·S of a few dozen) and for short ones. The columns are made for a block of output
+    pixels at a time (several images, or rows of one), sized so that a block's columns are
+    still in cache when its GEMM reads them, yet long enough for the GEMM; prepare times blocks
+    of about 2048, 8192 and 32768 pixels (:func:`fastest`). Fewer than 2048 never won here,
+    nor did ``F.unfold``'s [C·R·S × pixels] with the transposed GEMM, which yields NCHW
+    directly. A 1×1 problem needs no columns: they are the padded input itself (subsampled by
+    the stride), multiplied as it lies.
     """
 
     name = "im2col"
-    description = "unfold (im2col) + GEMM, layout and images per GEMM timed in prepare"
-    # Pixels per GEMM the candidates aim for: far fewer make an inefficient GEMM, far more
-    # leave the cache.
-    TARGET_ROWS = (512, 2048, 8192)
+    description = "unfold (im2col, channels-last) + GEMM, pixels per GEMM timed in prepare"
+    # Pixels per GEMM the candidates aim for.
+    TARGET_ROWS = (2048, 8192, 32768)
 
     def prepare(self, spec: ConvSpec, weight: torch.Tensor, bias: torch.Tensor | None) -> Prepared:
         if spec.kh == spec.kw == 1:
             return self._pointwise(spec, weight, bias)
-        p = spec.oh * spec.ow
-        candidates: dict[str, tuple[str, int]] = {}
-        for rows in self.TARGET_ROWS:
-            blocks = tile_blocks(spec.mb, spec.oh, spec.ow, rows)
-            candidates.setdefault(f"nhwc {max(b.tiles for b in blocks)}", ("nhwc", rows))
-            chunk = max(1, min(spec.mb, rows // p))
-            candidates.setdefault(f"nchw {chunk * p}", ("nchw", chunk))
-        build = {"nhwc": self._nhwc, "nchw": self._nchw}
+        candidates = {
+            max(b.tiles for b in tile_blocks(spec.mb, spec.oh, spec.ow, rows)): rows
+            for rows in self.TARGET_ROWS
+        }
         label, run, times = fastest(
             (
-                (name, lambda lc=lc: build[lc[0]](spec, weight, bias, lc[1]))
-                for name, lc in candidates.items()
+                (str(pixels), lambda r=rows: self._nhwc(spec, weight, bias, r))
+                for pixels, rows in candidates.items()
             ),
             tuning_input(spec, weight),
         )
-        layout, pixels = label.split()
         crs = spec.ic // spec.g * spec.kh * spec.kw
-        params = {"layout": layout, "columns": [int(pixels), crs * spec.g], "tuned_ms": times}
-        return Prepared(run, f"im2col {layout}", params)
+        params = {"columns": [int(label), crs * spec.g], "tuned_ms": times}
+        return Prepared(run, "im2col", params)
 
     @staticmethod
     def _nhwc(
@@ -185,35 +177,6 @@ class Im2colBackend(_DirectFamily):
                 with record_function("im2col/gemm"):
                     gemm(block, y[blk.images, blk.rows].view(blk.tiles, g, kg))
             return _add_bias(y.permute(0, 3, 1, 2), bias)
-
-        return run
-
-    @staticmethod
-    def _nchw(
-        spec: ConvSpec, weight: torch.Tensor, bias: torch.Tensor | None, chunk: int
-    ) -> Callable[[torch.Tensor], torch.Tensor]:
-        g, kg, cg = spec.g, spec.oc // spec.g, spec.ic // spec.g
-        oh, ow = spec.oh, spec.ow
-        crs, p = cg * spec.kh * spec.kw, oh * ow
-        rows = weight.reshape(g, kg, crs)  # F.unfold's (c, r, s) order, per group
-        ws = {"dtype": weight.dtype, "device": weight.device}
-        geometry = {
-            "kernel_size": (spec.kh, spec.kw),
-            "dilation": (spec.dh, spec.dw),
-            "stride": (spec.sh, spec.sw),
-        }
-
-        def run(x: torch.Tensor) -> torch.Tensor:
-            xp, padding = conv_input(spec, x)
-            n = xp.shape[0]
-            y = torch.empty(n, g, kg, p, **ws)
-            for i in range(0, n, chunk):
-                with record_function("im2col/unfold"):
-                    cols = F.unfold(xp[i : i + chunk], padding=padding, **geometry)
-                with record_function("im2col/gemm"):
-                    b = cols.shape[0]
-                    torch.matmul(rows, cols.view(b, g, crs, p), out=y[i : i + b])
-            return _add_bias(y.view(n, spec.oc, oh, ow), bias)
 
         return run
 
