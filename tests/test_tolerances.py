@@ -15,10 +15,12 @@ average the error. So for each backend and dtype every distinct (C/g, R, S) amon
 accepts is measured once, on its layer of least work (fewest FLOPs, then the smallest input):
 the 67 layers hold 27 distinct reductions, and VGG-16's costly 3×3 layers repeat those of
 cheaper ResNet-50 and MobileNetV2 layers. FFT pays for its weight spectrum, oc·ic/g·Hp·(Wp/2 + 1)
-complex numbers (for a 1×1 kernel, Hp·Wp/2 times the weights), so for FFT the reductions whose
-layer's spectrum exceeds ``MAX_SPECTRUM`` are left out: ResNet-50's 1×1 kernels over 128 to 2048
-channels. The 22 kept span kernels of 1×1 to 11×11, transforms of 8×8 to 240×240, channel sums
-of up to 960 and reductions of up to 4608 terms. Threads: torch's default, as in the rest of the
+complex numbers (for a 1×1 kernel, Hp·Wp/2 times the weights) over one tile of the whole image,
+the tiling of largest error that ``prepare`` may pick and which is measured besides the one it
+picked here, so for FFT the reductions whose layer's spectrum exceeds ``MAX_SPECTRUM`` are left
+out: ResNet-50's 1×1 kernels over 128 to 2048 channels. The 22 kept span kernels of 1×1 to
+11×11, transforms of 8×8 to 240×240, channel sums of up to 960 and reductions of up to 4608
+terms. Threads: torch's default, as in the rest of the
 suite.
 """
 
@@ -30,6 +32,7 @@ import pytest
 import torch
 
 from convbench import backends
+from convbench.backends.fft import whole
 from convbench.inputs import make_inputs
 from convbench.measure.accuracy import compare
 from convbench.spec import ConvSpec, parse
@@ -92,7 +95,13 @@ def errors() -> Errors:
             data = inputs.to("cpu", dtype)
             with torch.no_grad():
                 y = b.prepare(spec, data.weight, data.bias)(data.x)
-            out[b.name, dtype].append((spec.name, compare(y, ref).rel_l2_error))
+                err = compare(y, ref).rel_l2_error
+                if b.name.startswith("fft"):
+                    # prepare picks the fastest tiling, which differs from machine to machine:
+                    # the tolerance must also hold for the one of largest error, one tile.
+                    y = b.build(spec, whole(spec), data.weight, data.bias)(data.x)  # type: ignore[attr-defined]
+                    err = max(err, compare(y, ref).rel_l2_error)
+            out[b.name, dtype].append((spec.name, err))
     return out
 
 

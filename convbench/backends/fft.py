@@ -56,7 +56,7 @@ from convbench.backends.base import (
 )
 from convbench.spec import ConvSpec
 
-__all__ = ["FFTScipyBackend", "FFTTorchBackend", "Tiling", "plan"]
+__all__ = ["FFTScipyBackend", "FFTTorchBackend", "Tiling", "plan", "whole"]
 
 _UNITS = 56
 """CPU tolerance in units of the dtype's rounding, set as GEMM_UNITS says. The FFT's error grows
@@ -150,8 +150,15 @@ def plan(spec: ConvSpec, count: int = 2) -> list[Tiling]:
         if abs(math.log2(th / tw)) <= 1 or th == hs[-1] or tw == ws[-1]
     ]
     ranked = sorted(candidates, key=lambda t: cost(spec, t))[:count]
-    whole = _tiling(spec, hs[-1], ws[-1])
-    return ranked if whole in ranked else [*ranked, whole]
+    return ranked if whole(spec) in ranked else [*ranked, whole(spec)]
+
+
+def whole(spec: ConvSpec) -> Tiling:
+    """One tile over the whole padded image: the textbook method, and of all tilings the one
+    with the largest FFT (its rounding error grows with the logarithm of the size)."""
+    eh, ew = _dilated_extent(spec)
+    hp, wp = spec.ih + spec.ph + spec.ph_r, spec.iw + spec.pw + spec.pw_r
+    return _tiling(spec, _sizes(eh, hp)[-1], _sizes(ew, wp)[-1])
 
 
 MAC_CHANNELS = 1024
