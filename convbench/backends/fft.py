@@ -29,7 +29,9 @@ large kernel keeps one tile (the overlap S/T would waste most of the work); many
 tiles just large enough that the weight spectrum stays in cache; few channels, whose FFTs
 dominate, favour mid-sized tiles.
 
-Strides subsample the stride-1 result, so FFT pays full price for them.
+The tiles go through in blocks of about BLOCK_BYTES of spectra (or twice the weight spectrum,
+which every block reads), so that the passes over a block's spectra stay in cache. Strides
+subsample the stride-1 result, so FFT pays full price for them.
 """
 
 from __future__ import annotations
