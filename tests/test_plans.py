@@ -173,3 +173,21 @@ def test_choices_are_recorded() -> None:
         label += " mac"
     assert label in fft["tuned_ms"] and fft["tuned_ms"][label] == min(fft["tuned_ms"].values())
     assert any(name.endswith(" mac") for name in fft["tuned_ms"])  # 64 channel pairs: both
+
+
+def test_tuning_off_takes_the_first_candidate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What instruction counts rely on: the same computation every run, untimed."""
+    monkeypatch.setenv("CONVBENCH_TUNING", "off")
+    built = []
+
+    def make(label: str) -> Callable[[], Run]:
+        def build() -> Run:
+            built.append(label)
+            return torch.clone
+
+        return build
+
+    label, run, times = fastest(
+        [("first", make("first")), ("second", make("second"))], torch.ones(2)
+    )
+    assert (label, built, times) == ("first", ["first"], {}) and run is torch.clone

@@ -7,6 +7,7 @@ creation from execution.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -113,7 +114,14 @@ def fastest(
     proposes a few and prepare times them, as FFTW's planner and cuDNN's benchmark mode do.
     One candidate is built at a time and a loser is dropped before the next is built, so the
     workspaces of two candidates never coexist with a third.
+
+    With ``CONVBENCH_TUNING=off`` in the environment the first candidate (the model's choice) is
+    taken untimed: what is computed is then the same from run to run, as counting instructions
+    needs.
     """
+    if os.environ.get("CONVBENCH_TUNING") == "off":
+        label, build = next(iter(candidates))
+        return label, build(), {}
     best: tuple[float, str, Callable[[torch.Tensor], torch.Tensor]] | None = None
     times: dict[str, float] = {}
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
