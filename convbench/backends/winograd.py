@@ -199,12 +199,11 @@ class WinogradBackend:
             blocks = tile_blocks(n, th, tw, budget // per_tile)
             if len(blocks) not in {len(b) for b in plans.values()}:
                 plans[f"{budget >> 20}MiB"] = blocks
-
-        def build(blocks: list[Block]) -> Callable[[torch.Tensor], torch.Tensor]:
-            return self._blocked(spec, blocks, bb, aa, u, bias)
-
         label, run, times = fastest(
-            ((name, lambda b=b: build(b)) for name, b in plans.items()),
+            (
+                (name, lambda b=b: self._blocked(spec, b, bb, aa, u, bias))
+                for name, b in plans.items()
+            ),
             tuning_input(spec, weight),
         )
         return Prepared(
