@@ -1,6 +1,6 @@
 """Every backend against the float64 reference: hand-picked layers, real networks, random
 configurations (hypothesis), padding modes, and the worked example; plus the Winograd
-transforms in exact arithmetic, the functional API and the profiler labels."""
+transforms in exact arithmetic, the registry's names and the profiler labels."""
 
 from __future__ import annotations
 
@@ -9,13 +9,11 @@ from fractions import Fraction
 
 import pytest
 import torch
-import torch.nn.functional as F
 from conftest import check
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.profiler import ProfilerActivity, profile
 
-import convbench
 from convbench import backends
 from convbench.backends.winograd import MAX_TILE, transform_matrices
 from convbench.inputs import make_inputs
@@ -166,52 +164,7 @@ def test_declined_with_a_reason(
     assert reason and needle in reason
 
 
-# --- the functional API ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", ["direct", "im2col", "fft-torch", "winograd-f4", "torch"])
-@pytest.mark.parametrize(
-    ("shape", "kwargs"),
-    [
-        ((2, 4, 9, 10), {"padding": "same"}),
-        ((2, 4, 9, 10), {"padding": "valid"}),
-        ((4, 9, 10), {"padding": 1}),
-        ((1, 4, 12, 12), {"padding": (2, 1), "groups": 2}),
-        ((1, 4, 12, 12), {"padding": 2, "padding_mode": "reflect"}),
-        ((1, 4, 12, 12), {"padding": "same", "padding_mode": "circular"}),
-    ],
-)
-def test_conv2d_matches_torch(name: str, shape: tuple[int, ...], kwargs: dict) -> None:
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(shape, generator=gen, dtype=torch.float64)
-    groups = kwargs.get("groups", 1)
-    w = torch.randn(6, 4 // groups, 3, 3, generator=gen, dtype=torch.float64)
-    b = torch.randn(6, generator=gen, dtype=torch.float64)
-    mode = kwargs.pop("padding_mode", "zeros")
-    conv = torch.nn.Conv2d(4, 6, 3, bias=True, padding_mode=mode, dtype=torch.float64, **kwargs)
-    with torch.no_grad():
-        conv.weight.copy_(w)
-        conv.bias.copy_(b)
-        want = conv(x)
-    got = convbench.conv2d(x, w, b, padding_mode=mode, backend=name, **kwargs)
-    assert got.shape == want.shape and got.dtype == want.dtype
-    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
-
-
-def test_conv2d_raises_what_torch_raises() -> None:
-    x, w = torch.randn(1, 4, 8, 8), torch.randn(6, 4, 3, 3)
-    for kwargs in ({"groups": 3}, {"padding": "same", "stride": 2}, {"padding": "bogus"}):
-        with pytest.raises((RuntimeError, ValueError)) as torch_error:
-            F.conv2d(x, w, **kwargs)
-        with pytest.raises(type(torch_error.value)):
-            convbench.conv2d(x, w, backend="direct", **kwargs)
-    with pytest.raises(ValueError, match="unknown backend"):
-        convbench.conv2d(x, w, backend="nope")
-    with pytest.raises(ValueError, match="padding_mode"):
-        convbench.conv2d(x, w, padding_mode="mirror")
-    with pytest.raises(convbench.UnsupportedConfig, match="stride"):
-        convbench.conv2d(x, w, stride=2, backend="winograd-f2")
-    assert issubclass(convbench.UnsupportedConfig, ValueError)
+# --- the registry ---------------------------------------------------------------------------
 
 
 def test_names() -> None:
