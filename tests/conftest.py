@@ -42,6 +42,23 @@ def pytest_configure(config: pytest.Config) -> None:
         opt.benchmark_disable = True
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The benchmarks of tests/perf time the backends as users run them: tuned."""
+    for item in items:
+        if "perf" in item.path.parts:
+            item.add_marker("tuned")
+
+
+@pytest.fixture(autouse=True)
+def untimed_choices(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Backends take their cost model's first choice, untimed (``CONVBENCH_TUNING=off``, which
+    subprocesses inherit), except in tests marked ``tuned``. A test then checks the same
+    computation on every run, whichever candidate this machine would time fastest, and does not
+    pay for timing candidates in each prepare; tests/test_plans.py checks every candidate."""
+    if request.node.get_closest_marker("tuned") is None:
+        monkeypatch.setenv("CONVBENCH_TUNING", "off")
+
+
 @pytest.fixture
 def registry() -> Iterator[None]:
     """Restore the registry after a test that adds backends to it."""

@@ -142,6 +142,7 @@ def test_tilings_cover_the_output(seed: int) -> None:
         assert cost(spec, t) > 0
 
 
+@pytest.mark.tuned
 def test_fastest_keeps_the_fastest() -> None:
     def slow(x: torch.Tensor) -> torch.Tensor:
         time.sleep(0.01)
@@ -155,6 +156,7 @@ def test_fastest_keeps_the_fastest() -> None:
         assert set(times) == {"slow", "quick"} and times["slow"] >= 10 > times["quick"]
 
 
+@pytest.mark.tuned
 def test_choices_are_recorded() -> None:
     spec = parse("mb2ic8ih64oc8kh11ph5")
     data = make_inputs(spec).to("cpu", torch.float32)
