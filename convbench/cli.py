@@ -18,13 +18,26 @@ from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.markup import escape as esc_rich
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from convbench import __version__, ab, backends, execution, instructions, verdicts
+from convbench import (
+    __version__,
+    ab,
+    backends,
+    execution,
+    instructions,
+    models,
+    network,
+    tune,
+    tuning,
+    verdicts,
+)
+from convbench.console import EXIT_INTERRUPTED, run_sweep, titled_table
+from convbench.console import console as make_console
 from convbench.env import cpu_count, fingerprint
 from convbench.execution import CASE_TIMEOUT, Terminated
 from convbench.profiling import TRACES
+from convbench.report.network_page import render_network
 from convbench.report.report import REPORT, load, render_report
 from convbench.report.summary import (
     format_bytes,
@@ -33,20 +46,16 @@ from convbench.report.summary import (
     summarize_cases,
 )
 from convbench.results import Record, RunStore
-from convbench.suites import DEFAULT_SUITE, SUITES, collect, get_suite
-from convbench.sweep import Case, parse_dtype
+from convbench.spec import ConvSpec
+from convbench.suites import DEFAULT_SUITE, SUITES, Workload, collect, get_suite
+from convbench.sweep import parse_dtype
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 BENCHMARK_STORAGE = Path("results/benchmarks")
 BASELINE = Path("tests/perf/baseline.json")
 INSTRUCTION_BASELINE = Path("tests/perf/instructions.json")
 CALLGRIND_GATE = Path("results/callgrind")  # the instruction gate's job, logs and dumps
 PROFILE_STEPS = 5
-
-
-def _console() -> Console:
-    """The terminal's width on a terminal; wide enough for the summary's columns in a file."""
-    return Console(width=None if sys.stdout.isatty() else 180)
 
 
 class UsageError(Exception):
@@ -228,6 +237,42 @@ def _add_verdict_options(group: argparse._ArgumentGroup) -> None:
     )
 
 
+def _image_size(text: str) -> tuple[int, int]:
+    """``224`` or ``224x192``: an input's height and width."""
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected H or HxW (positive integers), got {text!r}")
+    h, w = int(parts[0]), int(parts[-1])
+    return h, w
+
+
+def _add_tuning(parser: argparse.ArgumentParser) -> None:
+    """Where ``tune`` and ``model`` take their measurements from, and the error bound."""
+    group = parser.add_argument_group("tuning")
+    group.add_argument(
+        "--from",
+        dest="runs",
+        action="append",
+        default=None,
+        metavar="RUN",
+        help="read the records of this run (id or folder) first; repeatable",
+    )
+    group.add_argument(
+        "--max-error",
+        type=_number(lambda v: v > 0, "above 0"),
+        default=None,
+        metavar="ERR",
+        help="hold every backend to this relative L2 error as well as to its own tolerance",
+    )
+    group.add_argument(
+        "--table-out",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write the table here (default: table.json in the run folder)",
+    )
+
+
 def _add_results(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     group = parser.add_argument_group("results")
     group.add_argument(
@@ -404,6 +449,74 @@ def build_parser() -> argparse.ArgumentParser:
     _add_results(abp)
     abp.set_defaults(quick=False, profile=None, baseline=None)
 
+    tun = sub.add_parser(
+        "tune",
+        help="a tuning table: per problem, the fastest backend within its error bound",
+        description="For each problem, device and dtype, the fastest backend whose relative L2 "
+        "error is within its tolerance (or --max-error) and whose speed-up over torch is beyond "
+        "noise; torch where none is. Reads the records of --from runs and measures, in a new "
+        "run, the problems they lack on this machine.",
+    )
+    _add_problems(tun, "problems (combine freely; or none, with --from: every problem of those)")
+    tun.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="the convolutions of a network (see 'convbench model'), at --mb (default 1) and "
+        "--size; repeatable",
+    )
+    tun.add_argument("--size", type=_image_size, default=None, metavar="H[xW]", help="input size")
+    _add_tuning(tun)
+    _add_selection(tun, baseline=False)
+    _add_results(tun)
+    tun.add_argument(
+        "--case-timeout",
+        type=_seconds,
+        default=CASE_TIMEOUT,
+        metavar="SECONDS",
+        help=f"as in 'convbench run' (default: {CASE_TIMEOUT:g})",
+    )
+    tun.set_defaults(baseline=None, profile=None)
+
+    mod = sub.add_parser(
+        "model",
+        help="tune a whole network's convolutions, then time it end to end against torch",
+        description="Tune the network's convolution layers at the given minibatch and input "
+        "size (or take --table), then time the whole network with torch and with the table, "
+        "interleaved, and compare both outputs with the network run in float64. Writes "
+        "model.json, model.html and table.json into a run folder.",
+    )
+    mod.add_argument(
+        "name",
+        help=f"{', '.join(models.NAMES)}, or package.module:callable returning an nn.Module",
+    )
+    mod.add_argument("--mb", type=_positive, default=1, help="minibatch (default 1)")
+    mod.add_argument(
+        "--size",
+        type=_image_size,
+        default=None,
+        metavar="H[xW]",
+        help="input height and width (default: the network's, 224 for the image classifiers)",
+    )
+    mod.add_argument(
+        "--table", type=Path, default=None, metavar="FILE", help="use this table; tune nothing"
+    )
+    _add_tuning(mod)
+    mod.add_argument(
+        "--budget",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="time budget of each version of the network (default 10)",
+    )
+    mod.add_argument(
+        "--seed", type=_count, default=0, help="seed of the weights and of the input (default 0)"
+    )
+    _add_selection(mod, baseline=False)
+    _add_results(mod)
+    mod.set_defaults(baseline=None, profile=None, case_timeout=CASE_TIMEOUT)
+
     lst = sub.add_parser("list", help="list suites, backends, or the cases of a suite")
     lst.add_argument("what", choices=["suites", "backends", "cases"])
     lst.add_argument("suite", nargs="?", help="the suite whose cases to list")
@@ -508,8 +621,8 @@ def _devices(choice: str | None) -> list[str]:
     return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
 
 
-def _new_config(args: argparse.Namespace) -> dict[str, Any]:
-    """Resolve the selection into the stored form a resume can replay exactly."""
+def _selection(args: argparse.Namespace) -> dict[str, Any]:
+    """Backends, devices, dtypes, threads and timing, in the stored form a resume replays."""
     known = backends.names()
     devices = _devices(args.device)
     chosen = (
@@ -525,20 +638,7 @@ def _new_config(args: argparse.Namespace) -> dict[str, Any]:
         dtypes = [parse_dtype(t) for t in (args.dtype or "float32").split(",")]
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    sources = any(getattr(args, k) for k in _SOURCES)
-    workloads = collect(
-        suites=args.suite or ([] if sources else [DEFAULT_SUITE]),
-        specs=args.spec or [],
-        batch_files=args.batch_file or [],
-        grids=args.grid or [],
-        fuzz_count=args.fuzz or 0,
-        fuzz_seed=args.seed or 0,
-        mb=args.mb,
-    )
-    if not workloads:
-        raise UsageError("no problems to run")
     return {
-        "workloads": [{"spec": w.spec.format(), "fill": w.fill} for w in workloads],
         "backends": list(dict.fromkeys(chosen)),
         "devices": devices,
         "dtypes": list(dict.fromkeys(dtypes)),
@@ -548,7 +648,11 @@ def _new_config(args: argparse.Namespace) -> dict[str, Any]:
         "quick": bool(args.quick),
         "max_memory": args.max_memory,
         "profile_steps": (
-            args.steps if args.command == "profile" else PROFILE_STEPS if args.profile else 0
+            args.steps
+            if args.command == "profile"
+            else PROFILE_STEPS
+            if vars(args).get("profile")
+            else 0
         ),
         "instructions": bool(vars(args).get("instructions") or vars(args).get("cache_sim")),
         "cache_sim": bool(vars(args).get("cache_sim")),
@@ -556,22 +660,53 @@ def _new_config(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _workloads(args: argparse.Namespace, default: list[str]) -> list[Workload]:
+    """The problems of the sources given, or of the ``default`` suites where none is."""
+    sources = any(getattr(args, k) for k in _SOURCES)
+    return collect(
+        suites=args.suite or ([] if sources else default),
+        specs=args.spec or [],
+        batch_files=args.batch_file or [],
+        grids=args.grid or [],
+        fuzz_count=args.fuzz or 0,
+        fuzz_seed=args.seed or 0,
+        mb=args.mb,
+    )
+
+
+def _new_config(args: argparse.Namespace) -> dict[str, Any]:
+    """Resolve the problems and the selection into the stored form a resume can replay."""
+    selection = _selection(args)
+    workloads = _workloads(args, [DEFAULT_SUITE])
+    if not workloads:
+        raise UsageError("no problems to run")
+    return {"workloads": [{"spec": w.spec.format(), "fill": w.fill} for w in workloads]} | selection
+
+
 def _print_summary(console: Console, records: list[Record]) -> None:
     rows = summarize_cases(records)
-    table = Table(title="convbench summary", title_justify="left")
-    for col, justify in (
-        ("case", "left"),
-        ("device", "left"),
-        ("dtype", "left"),
-        ("fastest", "left"),
-        ("time", "right"),
-        ("vs baseline [95% CI]", "right"),
-        ("peak mem", "right"),
-        ("least mem", "right"),
-        ("worst rel. error", "right"),
-        ("status", "left"),
-    ):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    table = titled_table(
+        "convbench summary",
+        [
+            "case",
+            "device",
+            "dtype",
+            "fastest",
+            "time",
+            "vs baseline [95% CI]",
+            "peak mem",
+            "least mem",
+            "worst rel. error",
+            "status",
+        ],
+        right=(
+            "time",
+            "vs baseline [95% CI]",
+            "peak mem",
+            "least mem",
+            "worst rel. error",
+        ),
+    )
     hosts = len({r.host for r in records})
     for row in rows:
         table.add_row(
@@ -599,85 +734,6 @@ def _print_summary(console: Console, records: list[Record]) -> None:
                 markup=False,
                 highlight=False,
             )
-
-
-class _Reporter:
-    """A progress bar on a terminal; one status line per case otherwise (logs, CI)."""
-
-    def __init__(self) -> None:
-        self.err = Console(stderr=True)
-        self.live = self.err.is_terminal
-        self.progress = (
-            Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=self.err,
-                transient=True,
-            )
-            if self.live
-            else None
-        )
-        self.task = self.progress.add_task("convbench", total=None) if self.progress else None
-
-    def plan(self, total: int) -> None:
-        if self.progress:
-            self.progress.update(self.task, total=total)  # type: ignore[arg-type]
-
-    def __enter__(self) -> _Reporter:
-        if self.progress:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress:
-            self.progress.stop()
-
-    def start(self, case: Case, i: int, n: int) -> None:
-        if self.progress:
-            self.progress.update(
-                self.task, description=f"{case.backend} {case.spec.name or case.spec}"
-            )  # type: ignore[arg-type]
-
-    def record(self, case: Case, r: Record, i: int, n: int) -> None:
-        if self.progress:
-            self.progress.advance(self.task)  # type: ignore[arg-type]
-            return
-        width = len(str(n))
-        err = f"{r.rel_l2_error:.1e}" if r.rel_l2_error is not None else "-"
-        print(
-            f"[{i + 1:{width}}/{n}] {r.status:<11} {r.backend:<14} {r.device:<4} {r.dtype:<8} "
-            f"{format_seconds(r.median_s):>9} err {err:>7}  {r.name or r.spec}",
-            file=sys.stderr,
-            flush=True,
-        )
-
-
-def _sweep(
-    store: RunStore,
-    config: dict[str, Any],
-    case_timeout: float,
-    retry_failed: bool,
-    client: Any = None,
-) -> tuple[list[Record], int, float, int]:
-    """Run the cases of ``config`` that ``store`` lacks, reporting progress: its records, how
-    many cases it has in all, the wall time, and the exit code of an interruption (0: none;
-    what it finished is kept either way)."""
-    with _Reporter() as reporter:
-        outcome = execution.execute(
-            store,
-            config,
-            case_timeout=case_timeout,
-            retry_failed=retry_failed,
-            client=client,
-            on_plan=reporter.plan,
-            on_start=reporter.start,
-            on_record=reporter.record,
-        )
-    stop = outcome.interrupted
-    code = 0 if stop is None else stop.code if isinstance(stop, Terminated) else EXIT_INTERRUPTED
-    return outcome.records, outcome.total, outcome.wall_s, code
 
 
 def _start(args: argparse.Namespace) -> tuple[RunStore, dict[str, Any]]:
@@ -723,13 +779,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         if not args.resume:
             store, config = _start(args)
-        records, total, wall, interrupted = _sweep(
+        records, total, wall, interrupted = run_sweep(
             store, config, args.case_timeout, args.retry_failed, client
         )
     finally:
         if client is not None:
             execution.disconnect(client)
-    console = _console()
+    console = make_console()
     counted = EXIT_OK if interrupted else _count_pass(console, store, config, records)
     if counted == EXIT_INTERRUPTED:
         interrupted = EXIT_INTERRUPTED
@@ -787,8 +843,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         raise UsageError("profile needs problems: --spec DESC (or --suite, --batch-file, --grid)")
     args.quick = True
     store, config = _start(args)
-    console = _console()
-    records, _, wall, interrupted = _sweep(store, config, CASE_TIMEOUT, retry_failed=False)
+    console = make_console()
+    records, _, wall, interrupted = run_sweep(store, config, CASE_TIMEOUT, retry_failed=False)
     _write_run_report(console, store, records)
     for r in records:
         if r.trace:
@@ -861,7 +917,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         error_factor=args.error_factor,
         backend_threshold=args.backend_threshold,
     )
-    console = _console()
+    console = make_console()
     console.print(f"compare: base {base.store.path}, new {new.store.path}", markup=False)
     print_comparison(console, c, "compare")
     if args.html:
@@ -954,7 +1010,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
         paired=True,
         backend_threshold=args.backend_threshold,
     )
-    console = _console()
+    console = make_console()
     console.print(f"ab: base {o.sides['base'].label}, new {o.sides['new'].label}", markup=False)
     print_comparison(console, c, "ab")
     page = render_comparison(c, o.sides["base"].label, o.sides["new"].label)
@@ -973,7 +1029,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    console = _console()
+    console = make_console()
     if args.what == "suites":
         table = Table("suite", "cases", "GFLOP", "description")
         for s in SUITES.values():
@@ -993,6 +1049,91 @@ def cmd_list(args: argparse.Namespace) -> int:
             raise UsageError("list cases needs a suite name, e.g. 'convbench list cases resnet50'")
         for w in get_suite(args.suite).workloads(args.mb):
             print(w.spec.format())
+    return EXIT_OK
+
+
+# --- tune and model ---------------------------------------------------------------------------
+
+
+def _tuned(
+    args: argparse.Namespace, specs: list[ConvSpec], store: RunStore | None = None
+) -> tune.Tuned:
+    runs = [_find(ref, args.out) for ref in args.runs or []]
+    if not specs and not runs:
+        raise UsageError(
+            "nothing to tune: give problems (--suite, --spec, --model, ...) or --from RUN"
+        )
+    return tune.tune(
+        specs,
+        runs,
+        _selection(args),
+        Path(args.out),
+        max_error=args.max_error,
+        case_timeout=args.case_timeout,
+        store=store,
+    )
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    specs = [w.spec for w in _workloads(args, [])]
+    for name in args.model or []:
+        net = models.build(name)
+        x = network.example_input(net.input_size, args.mb or 1, args.size, device="meta")
+        specs += [spec for _, spec in network.conv_layers(net.module, x)]
+    tuned = _tuned(args, specs)
+    folder = tuned.store.path if tuned.store else Path(args.out)
+    path = tuned.table.save(args.table_out or folder / "table.json")
+    console = make_console()
+    tune.print_table(console, tuned.table, tuned.layers)
+    measured = f"{tuned.measured} measured in run {tuned.store.run_id}" if tuned.store else "none"
+    console.print(
+        f"tuned {len(tuned.table.choices)} problems in {tuned.wall_s:.1f} s (measured now: "
+        f"{measured}); table: {path}",
+        markup=False,
+        highlight=False,
+    )
+    return tuned.interrupted or EXIT_OK
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    net = models.build(args.name, args.seed)
+    selection = _selection(args)
+    if len(selection["devices"]) > 1 or len(selection["dtypes"]) > 1:
+        raise UsageError("model runs on one device and one dtype: give --device and --dtype once")
+    device, dtype = selection["devices"][0], selection["dtypes"][0]
+    x = network.example_input(net.input_size, args.mb, args.size, args.seed, device, dtype)
+    layers = network.conv_layers(net.module, x)
+    store = RunStore.create(Path(args.out))
+    if args.table:
+        table = tuning.Table.load(args.table)
+        notes = {"table": str(args.table)}
+    else:
+        tuned = _tuned(args, [spec for _, spec in layers], store)
+        if tuned.interrupted:
+            return tuned.interrupted
+        table = tuned.table
+        notes = {
+            "wall time": f"{tuned.wall_s:.1f} s",
+            "problems measured": str(tuned.measured),
+            "max error": f"{args.max_error:g}" if args.max_error else "each tolerance",
+        }
+    table.save(args.table_out or store.path / "table.json")
+    result = network.evaluate(
+        net.module,
+        x,
+        table,
+        name=net.name,
+        source=net.source,
+        threads=selection["threads"],
+        budget_s=args.budget,
+        seed=args.seed,
+    )
+    result.tuning = notes
+    store.write_json("model.json", result.to_dict())
+    page = _write(store.path / "model.html", render_network(result.to_dict()))
+    console = make_console()
+    network.print_result(console, result)
+    console.print(f"results: {store.path} (page: {page})", markup=False, highlight=False)
     return EXIT_OK
 
 
@@ -1040,7 +1181,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
             f"the baseline was measured with {base.get('threads')} thread(s), the run with "
             f"{combined['threads']}: run the benchmarks with --perf-threads={base.get('threads')}"
         )
-    console = _console()
+    console = make_console()
     console.print(f"gate: {', '.join(map(str, paths))} against {args.baseline}")
     if base.get("machine") != combined["machine"]:
         console.print(
@@ -1148,7 +1289,7 @@ def _gate_instructions(args: argparse.Namespace) -> int:
     path = args.baseline or INSTRUCTION_BASELINE
     base = None if args.write_baseline else instructions.read_baseline(path)
     cases = instructions.gate_cases()
-    console = _console()
+    console = make_console()
     console.print(f"gate: counting the instructions of {len(cases)} cases under callgrind")
     try:
         run = instructions.count_instructions(cases, workdir=CALLGRIND_GATE, on_case=_count_line)
@@ -1196,6 +1337,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "ab": cmd_ab,
     "asv-machine": cmd_asv_machine,
     "gate": cmd_gate,
+    "tune": cmd_tune,
+    "model": cmd_model,
 }
 
 
