@@ -1096,6 +1096,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_model(args: argparse.Namespace) -> int:
+    if args.table and (args.runs or args.max_error):
+        raise UsageError("--table is used as it is: --from and --max-error go with tuning")
+    table = tuning.Table.load(args.table) if args.table else None
     net = models.build(args.name, args.seed)
     selection = _selection(args)
     if len(selection["devices"]) > 1 or len(selection["dtypes"]) > 1:
@@ -1104,8 +1107,7 @@ def cmd_model(args: argparse.Namespace) -> int:
     x = network.example_input(net.input_size, args.mb, args.size, args.seed, device, dtype)
     layers = network.conv_layers(net.module, x)
     store = RunStore.create(Path(args.out))
-    if args.table:
-        table = tuning.Table.load(args.table)
+    if table is not None:
         notes = {"table": str(args.table)}
     else:
         tuned = _tuned(args, [spec for _, spec in layers], store)
