@@ -29,6 +29,7 @@ from convbench.nn import convert
 from convbench.report.summary import format_seconds
 from convbench.spec import ConvSpec
 from convbench.tuning import Table, problem_key
+from convbench.verdicts import SPEEDUP_MARGIN, speedup_verdict
 
 __all__ = [
     "LayerRow",
@@ -124,6 +125,7 @@ class NetworkResult:
     speedup_lo: float
     speedup_hi: float
     rounds: int
+    verdict: str  # faster / slower / not significant: the interval against the noise margin
     torch_error: float
     convbench_error: float
     max_error: float | None
@@ -206,11 +208,20 @@ def evaluate(
         speedup_lo=ratio.lo,
         speedup_hi=ratio.hi,
         rounds=ratio.n,
+        verdict=speedup_verdict(ratio),
         torch_error=_rel_error(theirs, reference),
         convbench_error=_rel_error(ours, reference),
         max_error=table.max_error,
         layers=rows,
     )
+
+
+def _verdict_text(verdict: str) -> str:
+    if verdict == "not significant":
+        return f"not significant: within ±{SPEEDUP_MARGIN:g} % or the interval holds 1"
+    if verdict == "slower":
+        return "slower: on this network the table does not pay, keep torch"
+    return verdict
 
 
 def print_result(console: Console, r: NetworkResult) -> None:
@@ -232,7 +243,8 @@ def print_result(console: Console, r: NetworkResult) -> None:
     console.print(
         f"{r.name} ({r.source}), input {shape}, {r.threads} threads: torch "
         f"{format_seconds(r.torch_s)}, with the table {format_seconds(r.convbench_s)}: "
-        f"{r.speedup:.2f}x [{r.speedup_lo:.2f}-{r.speedup_hi:.2f}] over {r.rounds} rounds; "
+        f"{r.speedup:.2f}x [{r.speedup_lo:.2f}-{r.speedup_hi:.2f}] over {r.rounds} rounds "
+        f"({_verdict_text(r.verdict)}); "
         f"output error vs float64: torch {r.torch_error:.1e}, with the table "
         f"{r.convbench_error:.1e}",
         markup=False,

@@ -65,6 +65,7 @@ def test_model_tunes_then_times_the_network_end_to_end(example_run: Path) -> Non
     result = json.loads((example_run / "model.json").read_text())
     assert result["input_shape"] == [4, 1, 24, 24]
     assert result["speedup_lo"] <= result["speedup"] <= result["speedup_hi"]
+    assert result["verdict"] in ("faster", "slower", "not significant")
     assert result["torch_s"] > 0 and result["convbench_s"] > 0 and result["rounds"] >= 5
     assert 0 < result["torch_error"] < 1e-5 and 0 < result["convbench_error"] < 1e-5
     (layer,) = result["layers"]

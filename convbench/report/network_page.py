@@ -20,7 +20,7 @@ def _end_to_end(r: dict[str, Any]) -> str:
         (
             "speed-up",
             f"{r['speedup']:.2f}x, 95 % interval [{r['speedup_lo']:.2f}-{r['speedup_hi']:.2f}] "
-            f"over {r['rounds']} interleaved rounds",
+            f"over {r['rounds']} interleaved rounds: {r['verdict']}",
         ),
         ("torch's error vs float64", f"{r['torch_error']:.2e}"),
         ("the table's error vs float64", f"{r['convbench_error']:.2e}"),
