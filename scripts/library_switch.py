@@ -59,7 +59,7 @@ def main() -> None:
     print(f"{'operator':<26} {'alone':>8} {'after a oneDNN depthwise conv':>30}")
     with torch.no_grad():
         for name, op in ops.items():
-            _median_us(op, None, 20)  # warm
+            _median_us(op, depthwise, args.calls)  # warm: oneDNN takes hundreds of calls
             alone = _median_us(op, None, args.calls)
             after = _median_us(op, depthwise, args.calls)
             print(f"{name:<26} {alone:>8.0f} {after:>30.0f}")
