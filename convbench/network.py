@@ -136,10 +136,6 @@ class NetworkResult:
         return asdict(self)
 
 
-def _rel_error(y: torch.Tensor, ref: torch.Tensor) -> float:
-    return compare(y, ref).rel_l2_error
-
-
 def evaluate(
     model: torch.nn.Module,
     x: torch.Tensor,
@@ -209,8 +205,8 @@ def evaluate(
         speedup_hi=ratio.hi,
         rounds=ratio.n,
         verdict=speedup_verdict(ratio),
-        torch_error=_rel_error(theirs, reference),
-        convbench_error=_rel_error(ours, reference),
+        torch_error=compare(theirs, reference).rel_l2_error,
+        convbench_error=compare(ours, reference).rel_l2_error,
         max_error=table.max_error,
         layers=rows,
     )

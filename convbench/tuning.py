@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from convbench.report.summary import speedup_of
+from convbench.measure.stats import Ratio
+from convbench.report.summary import ratio_text, speedup_of
 from convbench.results import Record
 from convbench.spec import ConvSpec, parse
 from convbench.verdicts import SPEEDUP_MARGIN, speedup_verdict
@@ -65,6 +66,7 @@ class Choice:
     bound: float | None = None  # the error it was held to: its tolerance or max_error
     within: bool = True  # False: no backend met the bound; the most accurate one is kept
     run_id: str = ""
+    rounds: int = 0  # paired rounds behind the interval (0: none, as for torch itself)
     others: dict[str, str] = field(default_factory=dict)  # each other backend: why not
 
     def to_dict(self) -> dict[str, Any]:
@@ -76,13 +78,8 @@ class Choice:
     def speedup_text(self) -> str:
         if self.speedup is None:
             return "-"
-        if self.speedup_lo is None or self.speedup_hi is None or self.backend == "torch":
-            return f"{self.speedup:.2f}x"
-        return f"{self.speedup:.2f}x [{self.speedup_lo:.2f}-{self.speedup_hi:.2f}]"
-
-
-def _ratio_text(value: float, lo: float, hi: float) -> str:
-    return f"{value:.2f}x [{lo:.2f}-{hi:.2f}]"
+        lo, hi = self.speedup_lo or self.speedup, self.speedup_hi or self.speedup
+        return ratio_text(Ratio(self.speedup, lo, hi, self.rounds))
 
 
 def _bound(r: Record, max_error: float | None) -> float | None:
@@ -117,7 +114,7 @@ def _choose_one(
             others[r.backend] = f"no speed-up over {baseline} measured"
             continue
         verdict = speedup_verdict(ratio, margin)
-        text = _ratio_text(ratio.value, ratio.lo, ratio.hi)
+        text = ratio_text(ratio)
         if verdict == "faster":
             qualified.append((ratio.value, r, ratio))
             others[r.backend] = f"faster, {text}"
@@ -134,11 +131,12 @@ def _choose_one(
         return Choice(
             **common,
             backend=r.backend,
-            why=f"fastest within its error bound: {_ratio_text(value, ratio.lo, ratio.hi)} "
+            why=f"fastest within its error bound: {ratio_text(ratio)} "
             f"over {baseline}, error {r.rel_l2_error:.1e}",
             speedup=value,
             speedup_lo=ratio.lo,
             speedup_hi=ratio.hi,
+            rounds=ratio.n,
             rel_l2_error=r.rel_l2_error,
             bound=_bound(r, max_error),
             others=others,
@@ -167,6 +165,7 @@ def _choose_one(
         speedup=ratio.value if ratio else None,
         speedup_lo=ratio.lo if ratio else None,
         speedup_hi=ratio.hi if ratio else None,
+        rounds=ratio.n if ratio else 0,
         rel_l2_error=best.rel_l2_error,
         bound=_bound(best, max_error),
         within=False,
