@@ -46,6 +46,7 @@ from convbench.report.summary import (
     summarize_cases,
 )
 from convbench.results import Record, RunStore
+from convbench.settle import settle
 from convbench.spec import ConvSpec
 from convbench.suites import DEFAULT_SUITE, SUITES, Workload, collect, get_suite
 from convbench.sweep import parse_dtype
@@ -503,6 +504,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--table", type=Path, default=None, metavar="FILE", help="use this table; tune nothing"
     )
     _add_tuning(mod)
+    mod.add_argument(
+        "--alone",
+        action="store_true",
+        help="keep the choices of the layers timed alone: do not settle the table in the "
+        "network (where a choice stays only if it is faster in the network too)",
+    )
     mod.add_argument(
         "--budget",
         type=_seconds,
@@ -1096,8 +1103,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_model(args: argparse.Namespace) -> int:
-    if args.table and (args.runs or args.max_error):
-        raise UsageError("--table is used as it is: --from and --max-error go with tuning")
+    if args.table and (args.runs or args.max_error or args.alone):
+        raise UsageError("--table is used as it is: --from, --max-error and --alone go with tuning")
     table = tuning.Table.load(args.table) if args.table else None
     net = models.build(args.name, args.seed)
     selection = _selection(args)
@@ -1119,6 +1126,15 @@ def cmd_model(args: argparse.Namespace) -> int:
             "problems measured": str(tuned.measured),
             "max error": f"{args.max_error:g}" if args.max_error else "each tolerance",
         }
+        if not args.alone:
+            settled = settle(
+                net.module, x, table, threads=selection["threads"], budget_s=args.budget
+            )
+            table = settled.table
+            notes["settled in the network"] = (
+                f"{len(settled.fallen)} of {settled.problems} choices fell back to torch "
+                f"({settled.wall_s:.1f} s)"
+            )
     table.save(args.table_out or store.path / "table.json")
     result = network.evaluate(
         net.module,

@@ -24,7 +24,7 @@ from rich.markup import escape
 from convbench.console import titled_table
 from convbench.functional import problem
 from convbench.measure.accuracy import compare
-from convbench.measure.timing import Clock, TimingConfig, measure_rounds
+from convbench.measure.timing import Clock, Rounds, Sampler, TimingConfig, measure_rounds
 from convbench.nn import convert
 from convbench.report.summary import format_seconds
 from convbench.spec import ConvSpec
@@ -37,6 +37,7 @@ __all__ = [
     "conv_layers",
     "evaluate",
     "example_input",
+    "interleaved",
     "print_result",
 ]
 
@@ -109,6 +110,7 @@ class LayerRow:
     speedup: str
     rel_l2_error: float | None
     run_backend: str  # what the converted network actually ran it with
+    network: str = ""  # the choice's speed-up in the network it was settled in ("": not settled)
 
 
 @dataclass
@@ -136,6 +138,26 @@ class NetworkResult:
         return asdict(self)
 
 
+def interleaved(
+    samplers: dict[str, Sampler],
+    budget_s: float,
+    seed: int,
+    rel_precision: float = TimingConfig.rel_precision,
+) -> Rounds:
+    """``torch`` and ``convbench``, each a whole network, timed in interleaved rounds of one
+    call a turn, ``budget_s`` each, until their ratio is known to ``rel_precision`` (0: until
+    the budget is spent). A network that raises while timed fails the whole."""
+    timing = TimingConfig(
+        budget_s=budget_s, warmup_s=0.0, min_samples=5, rel_precision=rel_precision,
+        turn_samples=1, turn_warmup_s=0.0,
+    )  # fmt: skip
+    rounds = measure_rounds(samplers, timing, baseline="torch", rng=random.Random(seed))
+    if rounds.errors:
+        name, exc = next(iter(rounds.errors.items()))
+        raise RuntimeError(f"{name} network failed while timed: {exc}") from exc
+    return rounds
+
+
 def evaluate(
     model: torch.nn.Module,
     x: torch.Tensor,
@@ -159,22 +181,12 @@ def evaluate(
         fast = conversion.model
         ours = fast(x)
         theirs = model(x)
-        timing = TimingConfig(
-            budget_s=budget_s, warmup_s=0.0, min_samples=5, turn_samples=1, turn_warmup_s=0.0
-        )
         clock = Clock(x.device.type)
-        rounds = measure_rounds(
-            {
-                "torch": clock.sampler(lambda: model(x)),
-                "convbench": clock.sampler(lambda: fast(x)),
-            },
-            timing,
-            baseline="torch",
-            rng=random.Random(seed),
-        )
-    if rounds.errors:
-        name_, exc = next(iter(rounds.errors.items()))
-        raise RuntimeError(f"{name_} network failed while timed: {exc}") from exc
+        samplers = {
+            "torch": clock.sampler(lambda: model(x)),
+            "convbench": clock.sampler(lambda: fast(x)),
+        }
+        rounds = interleaved(samplers, budget_s, seed)
     ratio = rounds.speedup("convbench")
     if ratio is None:
         raise RuntimeError("the network was not timed: no round took both versions")
@@ -191,6 +203,7 @@ def evaluate(
                 speedup=entry.speedup_text if entry else "-",
                 rel_l2_error=entry.rel_l2_error if entry else None,
                 run_backend=choice.backend,
+                network=entry.network if entry else "",
             )
         )
     return NetworkResult(
@@ -212,6 +225,15 @@ def evaluate(
     )
 
 
+def _short(row: LayerRow) -> str:
+    """A settle check's ratio ("im2col 1.21x [1.16-1.23] in the network (faster)"), with the
+    backend's name where it fell back to torch."""
+    ratio = row.network.split(" in the network")[0]
+    if not ratio:
+        return "-"
+    return ratio if row.backend == "torch" else ratio.removeprefix(row.backend).strip()
+
+
 def _verdict_text(verdict: str) -> str:
     if verdict == "not significant":
         return f"not significant: within ±{SPEEDUP_MARGIN:g} % or the interval holds 1"
@@ -224,16 +246,14 @@ def print_result(console: Console, r: NetworkResult) -> None:
     """The layers' choices, then the end-to-end line."""
     table = titled_table(
         f"convbench model {r.name}",
-        ["layer", "problem", "backend", "vs torch [95% CI]", "rel. error"],
-        right=(
-            "vs torch [95% CI]",
-            "rel. error",
-        ),
+        ["layer", "problem", "backend", "alone vs torch [95% CI]", "in the network", "rel. error"],
+        right=("alone vs torch [95% CI]", "in the network", "rel. error"),
     )
     for row in r.layers:
         ran = row.backend if row.run_backend == row.backend else f"{row.run_backend} (!)"
         err = f"{row.rel_l2_error:.1e}" if row.rel_l2_error is not None else "-"
-        table.add_row(escape(row.path), escape(row.problem), ran, row.speedup, err)
+        alone = row.speedup if row.backend != "torch" or not row.network else "-"
+        table.add_row(escape(row.path), escape(row.problem), ran, alone, _short(row), err)
     console.print(table)
     shape = "x".join(str(d) for d in r.input_shape)
     console.print(

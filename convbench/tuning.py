@@ -68,6 +68,7 @@ class Choice:
     run_id: str = ""
     rounds: int = 0  # paired rounds behind the interval (0: none, as for torch itself)
     others: dict[str, str] = field(default_factory=dict)  # each other backend: why not
+    network: str = ""  # its speed-up in the network the table was settled in (convbench.settle)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -71,6 +71,7 @@ def test_model_tunes_then_times_the_network_end_to_end(example_run: Path) -> Non
     (layer,) = result["layers"]
     assert layer["path"] == "0" and layer["backend"] == layer["run_backend"]
     assert "problems measured" in result["tuning"]
+    assert "choices fell back to torch" in result["tuning"]["settled in the network"]
     assert (example_run / "table.json").exists()
 
 
@@ -101,11 +102,13 @@ def test_model_page_in_a_browser(browser, example_run: Path) -> None:  # type: i
 def test_a_user_network_by_module_and_callable(tmp_path: Path) -> None:
     proc = run_cli(
         "model", "tests.test_models:_tiny", "--size", "12", "--budget", "0.2",
-        "--backend", "torch,im2col", "--out", str(tmp_path), *FAST,
+        "--backend", "torch,im2col", "--out", str(tmp_path), "--alone", *FAST,
         cwd=Path.cwd(), env={"PYTHONPATH": str(Path.cwd())},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "tests.test_models:_tiny" in proc.stdout
+    (run,) = _runs(tmp_path)
+    assert "settled in the network" not in json.loads((run / "model.json").read_text())["tuning"]
 
 
 def test_bad_input_is_one_line_and_exit_2(
@@ -122,6 +125,7 @@ def test_bad_input_is_one_line_and_exit_2(
         (("model", "example", "--table", str(tmp_path / "absent.json")), "cannot read"),
         (("model", "example", "--size", "0"), "expected H or HxW"),
         (("model", "example", "--table", str(bad), "--max-error", "1e-5"), "used as it is"),
+        (("model", "example", "--table", str(bad), "--alone"), "used as it is"),
         (("tune",), "nothing to tune"),
         (("tune", "--from", "nope"), "nope"),
         (("tune", "--spec", LAYER, "--max-error", "0"), "above 0"),

@@ -115,6 +115,23 @@ def test_prepares_once_per_shape_and_again_when_the_weights_change(counting: lis
     assert len(counting) == 5
 
 
+def test_a_parametrized_weight_is_read_through_its_parametrization() -> None:
+    """The forward reads parameters from ``_parameters``, where a parametrized weight is not:
+    the weight the parametrization computes must be the one convolved."""
+
+    class Doubled(nn.Module):
+        def forward(self, w: torch.Tensor) -> torch.Tensor:
+            return 2 * w
+
+    m = Conv2d(4, 8, 3, padding=1, backend="im2col").eval()
+    torch.nn.utils.parametrize.register_parametrization(m, "weight", Doubled())
+    x = randn(2, 4, 10, 10)
+    with torch.no_grad():
+        y = m(x)
+        assert m.last.backend == "im2col"
+        close(y, F.conv2d(x, 2 * m.parametrizations.weight.original, m.bias, padding=1), "im2col")
+
+
 def test_a_declined_problem_falls_back_to_torch_and_says_so_once() -> None:
     m = Conv2d(4, 8, 3, stride=2, padding=1, backend="winograd-f4")
     x = randn(2, 4, 10, 10)

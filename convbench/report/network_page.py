@@ -41,7 +41,8 @@ def _layers(r: dict[str, Any]) -> str:
         Column("problem"),
         Column("chosen", filter=True),
         Column("ran with", filter=True),
-        Column("speed-up [95% CI]", numeric=True),
+        Column("alone vs torch [95% CI]", numeric=True),
+        Column("in the network"),
         Column("rel. error", numeric=True),
         Column("why"),
     ]
@@ -52,6 +53,7 @@ def _layers(r: dict[str, Any]) -> str:
             Cell(row["backend"]),
             Cell(row["run_backend"]),
             Cell(row["speedup"], sort=_leading_number(row["speedup"])),
+            Cell(row["network"].split(" in the network")[0] or "-"),
             Cell(fmt_num(row["rel_l2_error"], ".1e"), sort=row["rel_l2_error"]),
             Cell(row["why"]),
         ]
@@ -80,6 +82,9 @@ def render_network(result: dict[str, Any]) -> str:
         "Layers",
         _layers(result),
         note="Each convolution's problem and the table's choice: the fastest backend within its "
-        "error bound whose speed-up interval clears the noise margin, else torch.",
+        "error bound whose speed-up interval clears the noise margin, else torch. A settled "
+        "table keeps a choice only where it is faster by the same rule in the network too: "
+        "the layer and the torch operators after it, up to the next converted layer, timed "
+        "against the same stretch of the torch network.",
     )
     return page.render(subtitle=result["source"])
