@@ -1127,12 +1127,15 @@ def cmd_model(args: argparse.Namespace) -> int:
             "max error": f"{args.max_error:g}" if args.max_error else "each tolerance",
         }
         if not args.alone:
+            shape = "x".join(str(d) for d in x.shape)
             settled = settle(
-                net.module, x, table, threads=selection["threads"], budget_s=args.budget
-            )
+                net.module, x, table, threads=selection["threads"], budget_s=args.budget,
+                network=f"{net.name} {shape}",
+            )  # fmt: skip
             table = settled.table
             notes["settled in the network"] = (
-                f"{len(settled.fallen)} of {settled.problems} choices fell back to torch "
+                f"{settled.chosen} chosen; {len(settled.fallen)} of {settled.problems} "
+                f"choices fell back to torch in their stretches; {table.network or 'nothing'} "
                 f"({settled.wall_s:.1f} s)"
             )
     table.save(args.table_out or store.path / "table.json")

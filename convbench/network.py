@@ -266,3 +266,6 @@ def print_result(console: Console, r: NetworkResult) -> None:
         markup=False,
         highlight=False,
     )
+    if r.tuning:
+        said = "; ".join(f"{k}: {v}" for k, v in r.tuning.items())
+        console.print(f"tuning: {said}", markup=False, highlight=False)

@@ -221,6 +221,7 @@ class Table:
     baseline: str = "torch"
     machines: dict[str, dict[str, Any]] = field(default_factory=dict)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    network: str = ""  # what the network it was settled in measured (convbench.settle)
 
     def __post_init__(self) -> None:
         self._index: dict[tuple[str, str, str], list[Choice]] = {}
@@ -245,6 +246,7 @@ class Table:
             "max_error": self.max_error,
             "baseline": self.baseline,
             "machines": self.machines,
+            "network": self.network,
             "problems": problems,
         }
 
@@ -275,6 +277,7 @@ class Table:
             data.get("baseline", "torch"),
             data.get("machines", {}),
             data.get("created", ""),
+            data.get("network", ""),
         )
 
     @classmethod

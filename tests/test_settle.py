@@ -58,6 +58,9 @@ def test_a_choice_slower_in_the_network_falls_back_to_torch_and_says_why() -> No
     assert "direct is 1.50x [1.40-1.60] alone, but direct 0." in fell.why
     assert "in the network (slower)" in fell.others["direct"] and fell.network == check.text
     assert kept == table.choices[1]  # untouched: it was torch already
+    # The whole network decides last: neither table is faster than torch there.
+    assert set(settled.whole) == {"per-layer", "settled"} and settled.chosen == "torch"
+    assert settled.whole["per-layer"].hi < 1 and "as a whole is not faster" in settled.table.network
     assert table.choices[0].backend == "direct"  # the table given is not changed
     assert not any(m._forward_pre_hooks for m in net.modules())  # its stamps are gone
 
@@ -73,9 +76,11 @@ def test_a_choice_faster_in_the_network_stays_and_is_checked_again() -> None:
     assert fft.backend == "fft-torch" and fft.network == settled.checks[-1].text
     assert settled.checks[-1].ratio.lo > 1.05 and fft.why == "given"
     assert direct.backend == "torch"
+    assert settled.chosen == "settled" and settled.whole["settled"].lo > 1.05
     # The settled table round-trips with what it learnt in the network.
     again = Table.from_dict(settled.table.to_dict())
     assert [c.network for c in again.choices] == [fft.network, direct.network]
+    assert again.network == settled.table.network and "settled chosen" in again.network
 
 
 def test_passes_stop_after_the_last_allowed() -> None:
@@ -91,3 +96,4 @@ def test_a_table_of_torch_alone_is_not_timed() -> None:
     table = _table(net, x, ["torch", "torch"])
     settled = settle(net, x, table, budget_s=60.0)
     assert settled.checks == [] and settled.table.choices == table.choices
+    assert settled.whole == {} and settled.chosen == "torch"
