@@ -57,18 +57,21 @@ SPECS = [
 @pytest.mark.parametrize("cls", [FFTTorchBackend, FFTScipyBackend])
 def test_every_fft_tiling_is_correct(desc: str, cls: type) -> None:
     """Each tiling, in one block and in blocks of one tile row (or one image) each, with the
-    channel sums as GEMMs and as multiply-accumulates."""
+    channel sums as GEMMs and as multiply-accumulates, and SciPy's FFTs on one thread too."""
     spec = parse(desc)
     tilings = plan(spec, count=4)
     assert len(tilings) >= 2
     for tiling in tilings:
         for size in (1, None):
             for mac in (False, True):
-                _assert_correct(
-                    spec,
-                    cls.name,
-                    lambda s, w, b, t=tiling, z=size, m=mac: cls().build(s, t, w, b, z, m),
-                )
+                for workers in (None, 1) if cls.own_threads else (None,):
+                    _assert_correct(
+                        spec,
+                        cls.name,
+                        lambda s, w, b, t=tiling, z=size, m=mac, n=workers: cls().build(
+                            s, t, w, b, z, m, n
+                        ),
+                    )
 
 
 WINOGRAD_CASES = [
@@ -175,6 +178,13 @@ def test_choices_are_recorded() -> None:
         label += " mac"
     assert label in fft["tuned_ms"] and fft["tuned_ms"][label] == min(fft["tuned_ms"].values())
     assert any(name.endswith(" mac") for name in fft["tuned_ms"])  # 64 channel pairs: both
+    scipy = backends.get("fft-scipy").prepare(spec, data.weight, data.bias)
+    threads = torch.get_num_threads()
+    assert scipy.params["fft_workers"] in {1, threads} and "fft_workers" not in fft
+    if threads > 1:  # the chosen way was timed again with the FFTs on one thread
+        ones = [name for name in scipy.params["tuned_ms"] if name.endswith(", 1 worker")]
+        assert len(ones) == 1
+        assert ("FFTs on 1 thread" in scipy.algorithm) == (scipy.params["fft_workers"] == 1)
 
 
 def test_tuning_off_takes_the_first_candidate(monkeypatch: pytest.MonkeyPatch) -> None:
