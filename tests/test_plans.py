@@ -15,7 +15,14 @@ from hypothesis import strategies as st
 from convbench import backends
 from convbench.backends.base import fastest, tile_blocks
 from convbench.backends.direct import Im2colBackend
-from convbench.backends.fft import FFTScipyBackend, FFTTorchBackend, cost, plan
+from convbench.backends.fft import (
+    DISTINCT_AREA,
+    FAST_SIZES,
+    FFTScipyBackend,
+    FFTTorchBackend,
+    cost,
+    plan,
+)
 from convbench.backends.winograd import WinogradBackend
 from convbench.inputs import make_inputs
 from convbench.measure.accuracy import compare
@@ -143,6 +150,25 @@ def test_tilings_cover_the_output(seed: int) -> None:
         assert t.step[0] * t.tiles[0] >= hp - eh + 1 and t.step[1] * t.tiles[1] >= wp - ew + 1
         assert t.extent[0] >= hp and t.extent[1] >= wp and min(t.step) >= 1
         assert cost(spec, t) > 0
+        assert all(n % 2 == 0 and _smooth(n) for n in t.size), t.size
+    # The model's picks other than the whole image (which is always timed) differ in area.
+    areas = [t.size[0] * t.size[1] for t in tilings if t.tiles != (1, 1)]
+    assert all(max(a, b) / min(a, b) >= DISTINCT_AREA for a in areas for b in areas if a != b)
+    assert len(set(areas)) == len(areas)
+
+
+def _smooth(n: int) -> bool:
+    """No prime factor above 7."""
+    for p in (2, 3, 5, 7):
+        while n % p == 0:
+            n //= p
+    return n == 1
+
+
+def test_fast_sizes_include_5s_7s_and_3_cubed_but_no_odd_size() -> None:
+    assert {200, 210, 216, 224, 240} <= set(FAST_SIZES)
+    assert not {135, 175, 204, 225} & set(FAST_SIZES)
+    assert FAST_SIZES == sorted(FAST_SIZES)
 
 
 @pytest.mark.tuned

@@ -11,10 +11,11 @@ the per-frequency channel sums into GEMMs of many rows, Y[f][tile, k] = Σ_c X[f
 conj(W[f][k, c]): [N·tiles × C]·[C × K] for each of the T·(T/2+1) frequencies (NNPACK's tiled
 FFT does the same with 8×8 and 16×16 tiles).
 
-The tile is chosen per problem: a cost model in seconds ranks every fast FFT size from the
-smallest that holds the kernel up to the whole padded image (:func:`plan`), and ``prepare``
-times the two it ranks first and the whole image, and keeps the fastest (the model misjudges
-the copies, whose cost depends on the caches):
+The tile is chosen per problem: a cost model in seconds ranks every fast FFT size (even, of the
+factors 2, 3, 5 and 7: FAST_SIZES) from the smallest that holds the kernel up to the whole padded
+image (:func:`plan`), and ``prepare`` times the two it ranks first whose tile areas differ by 2×
+or more, and the whole image, and keeps the fastest (the model misjudges the copies, whose cost
+depends on the caches):
 
     t = (C + K)·N·tiles · (T²·log2(T²) / FFT_RATE + FFT_OVERHEAD)  forward and inverse FFTs
       + 8·N·tiles·T·(T/2 + 1)·C·K/g / gemm_rate(rows, C/g, K/g)  per-frequency channel sums
@@ -116,11 +117,29 @@ def _tiling(spec: ConvSpec, th: int, tw: int) -> Tiling:
     return Tiling((th, tw), (sh, sw), (nh, nw), ((nh - 1) * sh + th, (nw - 1) * sw + tw))
 
 
+FAST_SIZES = sorted(
+    n
+    for n in (
+        2**a * 3**b * 5**c * 7**d
+        for a in range(1, 14)
+        for b in range(9)
+        for c in range(6)
+        for d in range(5)
+    )
+    if n <= 1 << 13
+)
+"""Even sizes of the factors 2, 3, 5 and 7, where torch.fft (MKL) runs at 0.06–0.09 ns per point
+and log2 forward from 96 up (0.11–0.16 inverse): 216 = 2³·3³ as fast as 192, 200 and 240 within
+25 % of it. Odd sizes run at half that rate (135, 175, 189, 225: 0.11–0.13), so they are left
+out; so is every size with a larger prime (204 = 2²·3·17: 0.15). Before the 5s, 7s and 3³ were
+timed so, only 2^a·3^b (b ≤ 2) was taken, and a 192² image padded to 202 got a 256² tile, 40 %
+more points than the 216² one."""
+
+
 def _sizes(extent: int, padded: int) -> list[int]:
-    """FFT sizes 2^a·3^b (b ≤ 2, where the FFT libraries run at full rate; 5s and 3³ run at
-    half) from the smallest whose step is at least half the kernel's extent up to the first
-    that holds the whole padded input."""
-    fast = sorted(2**a * 3**b for a in range(2, 14) for b in range(3))
+    """The FAST_SIZES from the smallest whose step is at least half the kernel's extent up to
+    the first that holds the whole padded input."""
+    fast = FAST_SIZES
     low = extent + max(1, extent // 2)
     top = next(t for t in fast if t >= max(padded, low))
     return [t for t in fast if low <= t <= top]
@@ -139,9 +158,17 @@ def cost(spec: ConvSpec, tiling: Tiling, threads: int = 1) -> float:
     return (fft + gemm + copies) / threads
 
 
+DISTINCT_AREA = 2.0
+"""How much larger (or smaller) a candidate's tile must be than every cheaper candidate's. The
+model's cost is within a few per cent across neighbouring sizes (42×54, 42×42, 54×42, 54×54 on a
+16-channel 128² layer), so its next-best tilings tell timing nothing new, while a strip of twice
+the area can win by 20 %: the model cannot rank those, timing can."""
+
+
 def plan(spec: ConvSpec, count: int = 2) -> list[Tiling]:
-    """The ``count`` tilings of least modelled cost for ``spec``, and the single tile over the
-    whole image (the textbook method) if it is not among them: the candidates prepare times."""
+    """The ``count`` tilings of least modelled cost for ``spec`` whose tile areas differ by
+    DISTINCT_AREA or more, and the single tile over the whole image (the textbook method) if it
+    is not among them: the candidates prepare times."""
     eh, ew = _dilated_extent(spec)
     hp, wp = spec.ih + spec.ph + spec.ph_r, spec.iw + spec.pw + spec.pw_r
     hs, ws = _sizes(eh, hp), _sizes(ew, wp)
@@ -151,7 +178,16 @@ def plan(spec: ConvSpec, count: int = 2) -> list[Tiling]:
         for tw in ws
         if abs(math.log2(th / tw)) <= 1 or th == hs[-1] or tw == ws[-1]
     ]
-    ranked = sorted(candidates, key=lambda t: cost(spec, t))[:count]
+    ranked: list[Tiling] = []
+    for t in sorted(candidates, key=lambda t: cost(spec, t)):
+        area = t.size[0] * t.size[1]
+        if all(
+            max(area / a, a / area) >= DISTINCT_AREA
+            for a in (r.size[0] * r.size[1] for r in ranked)
+        ):
+            ranked.append(t)
+            if len(ranked) == count:
+                break
     return ranked if whole(spec) in ranked else [*ranked, whole(spec)]
 
 
