@@ -225,15 +225,6 @@ def evaluate(
     )
 
 
-def _short(row: LayerRow) -> str:
-    """A settle check's ratio ("im2col 1.21x [1.16-1.23] in the network (faster)"), with the
-    backend's name where it fell back to torch."""
-    ratio = row.network.split(" in the network")[0]
-    if not ratio:
-        return "-"
-    return ratio if row.backend == "torch" else ratio.removeprefix(row.backend).strip()
-
-
 def _verdict_text(verdict: str) -> str:
     if verdict == "not significant":
         return f"not significant: within ±{SPEEDUP_MARGIN:g} % or the interval holds 1"
@@ -253,7 +244,7 @@ def print_result(console: Console, r: NetworkResult) -> None:
         ran = row.backend if row.run_backend == row.backend else f"{row.run_backend} (!)"
         err = f"{row.rel_l2_error:.1e}" if row.rel_l2_error is not None else "-"
         alone = row.speedup if row.backend != "torch" or not row.network else "-"
-        table.add_row(escape(row.path), escape(row.problem), ran, alone, _short(row), err)
+        table.add_row(escape(row.path), escape(row.problem), ran, alone, row.network or "-", err)
     console.print(table)
     shape = "x".join(str(d) for d in r.input_shape)
     console.print(

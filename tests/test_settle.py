@@ -56,7 +56,7 @@ def test_a_choice_slower_in_the_network_falls_back_to_torch_and_says_why() -> No
     fell, kept = settled.table.choices
     assert fell.backend == "torch" and fell.speedup == 1.0 and fell.rounds == 0
     assert "direct is 1.50x [1.40-1.60] alone, but direct 0." in fell.why
-    assert "in the network (slower)" in fell.others["direct"] and fell.network == check.text
+    assert "(slower) in the network" in fell.others["direct"] and fell.network == check.text
     assert kept == table.choices[1]  # untouched: it was torch already
     # The whole network decides last: neither table is faster than torch there.
     assert set(settled.whole) == {"per-layer", "settled"} and settled.chosen == "torch"

@@ -53,7 +53,7 @@ def _layers(r: dict[str, Any]) -> str:
             Cell(row["backend"]),
             Cell(row["run_backend"]),
             Cell(row["speedup"], sort=_leading_number(row["speedup"])),
-            Cell(row["network"].split(" in the network")[0] or "-"),
+            Cell(row["network"] or "-"),
             Cell(fmt_num(row["rel_l2_error"], ".1e"), sort=row["rel_l2_error"]),
             Cell(row["why"]),
         ]
