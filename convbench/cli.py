@@ -7,11 +7,9 @@ no traceback); 130 interrupted (records written so far are kept; ``--resume`` co
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import signal
 import sys
-from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -25,19 +23,20 @@ from convbench import (
     ab,
     backends,
     execution,
-    instructions,
+    gating,
     models,
     network,
     tune,
     tuning,
     verdicts,
 )
-from convbench.console import EXIT_INTERRUPTED, run_sweep, titled_table
+from convbench.console import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, run_sweep, titled_table
 from convbench.console import console as make_console
+from convbench.counting import count_line, count_pass, require_valgrind
 from convbench.env import cpu_count, fingerprint
 from convbench.execution import CASE_TIMEOUT, Terminated
+from convbench.model_run import run_model
 from convbench.profiling import TRACES
-from convbench.report.network_page import render_network
 from convbench.report.report import REPORT, load, render_report
 from convbench.report.summary import (
     format_bytes,
@@ -45,17 +44,12 @@ from convbench.report.summary import (
     status_counts,
     summarize_cases,
 )
-from convbench.results import Record, RunStore
-from convbench.settle import settle
+from convbench.results import Record, RunStore, write_file
 from convbench.spec import ConvSpec
 from convbench.suites import DEFAULT_SUITE, SUITES, Workload, collect, get_suite
 from convbench.sweep import parse_dtype
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-BENCHMARK_STORAGE = Path("results/benchmarks")
-BASELINE = Path("tests/perf/baseline.json")
-INSTRUCTION_BASELINE = Path("tests/perf/instructions.json")
-CALLGRIND_GATE = Path("results/callgrind")  # the instruction gate's job, logs and dumps
+EXIT_USAGE = 2
 PROFILE_STEPS = 5
 
 
@@ -546,14 +540,15 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="*",
         type=Path,
         metavar="RUN.json",
-        help=f"pytest-benchmark JSON (default: the newest under {BENCHMARK_STORAGE}); "
+        help=f"pytest-benchmark JSON (default: the newest under {gating.BENCHMARK_STORAGE}); "
         "several are combined by their median ratios",
     )
     gate.add_argument(
         "--baseline",
         type=Path,
         default=None,
-        help=f"baseline file (default: {BASELINE}; with --instructions {INSTRUCTION_BASELINE})",
+        help=f"baseline file (default: {gating.BASELINE}; with --instructions "
+        f"{gating.INSTRUCTION_BASELINE})",
     )
     gate.add_argument(
         "--instructions",
@@ -764,7 +759,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dask and args.profile:
         raise UsageError("--profile writes its traces where the case runs: not with --dask")
     if args.instructions or args.cache_sim:
-        _require_valgrind()
+        require_valgrind()
     if args.resume:
         given = [k for k in _SELECTION if getattr(args, k) not in (None, False)]
         if given:
@@ -780,7 +775,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             if b not in backends.names():
                 raise UsageError(f"run {args.resume} used backend {b!r}, which is not registered")
         if config.get("instructions"):
-            _require_valgrind()
+            require_valgrind()
         store.repair()
     client = execution.connect(args.dask) if args.dask else None  # before a run folder exists
     try:
@@ -793,7 +788,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if client is not None:
             execution.disconnect(client)
     console = make_console()
-    counted = EXIT_OK if interrupted else _count_pass(console, store, config, records)
+    counted = EXIT_OK if interrupted else count_pass(console, store, config, records)
     if counted == EXIT_INTERRUPTED:
         interrupted = EXIT_INTERRUPTED
     _print_summary(console, records)
@@ -885,27 +880,17 @@ def _write_run_report(console: Console, store: RunStore, records: list[Record]) 
     reported in one line and changes neither the records nor the exit code."""
     out = store.path / REPORT
     try:
-        path = _write(out, render_report([load(store, records)], out))
+        path = write_file(out, render_report([load(store, records)], out))
     except Exception as exc:
         console.print(f"report not written: {type(exc).__name__}: {exc}", markup=False)
         return
     console.print(f"report: {path}", markup=False, highlight=False)
 
 
-def _write(path: Path, text: str) -> Path:
-    """Write a file, or say in one line why it cannot be written."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
-    return path
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     stores = [_find(ref, args.root) for ref in args.runs]
     out = args.out or (stores[0].path / REPORT if len(stores) == 1 else Path(REPORT))
-    path = _write(out, render_report([load(s) for s in stores], out))
+    path = write_file(out, render_report([load(s) for s in stores], out))
     print(f"report: {path}")
     return EXIT_OK
 
@@ -928,7 +913,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     console.print(f"compare: base {base.store.path}, new {new.store.path}", markup=False)
     print_comparison(console, c, "compare")
     if args.html:
-        _write(args.html, render_comparison(c, base.run_id, new.run_id))
+        write_file(args.html, render_comparison(c, base.run_id, new.run_id))
         console.print(f"html: {args.html}", markup=False)
     return EXIT_FAILED if c.bad else EXIT_OK
 
@@ -991,7 +976,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
     from convbench.report.compare import render_comparison
 
     if args.instructions:
-        _require_valgrind()
+        require_valgrind()
     config = _new_config(args)
     try:
         o = ab.run_ab(
@@ -1001,7 +986,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
             out=Path(args.out),
             budget_s=args.budget,
             instructions=args.instructions,
-            on_count=_count_line,
+            on_count=count_line,
         )
     except ab.SideError as exc:
         raise UsageError(str(exc)) from None
@@ -1022,7 +1007,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
     print_comparison(console, c, "ab")
     page = render_comparison(c, o.sides["base"].label, o.sides["new"].label)
     for path in filter(None, (o.folder / REPORT, args.html)):
-        console.print(f"report: {_write(path, page)}", markup=False, highlight=False)
+        console.print(f"report: {write_file(path, page)}", markup=False, highlight=False)
     console.print(f"wall time {o.wall_s:.1f} s; results: {o.folder}", markup=False)
     for note in o.notes:
         console.print(f"[yellow]ab: {esc_rich(note)}[/]")
@@ -1105,57 +1090,27 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_model(args: argparse.Namespace) -> int:
     if args.table and (args.runs or args.max_error or args.alone):
         raise UsageError("--table is used as it is: --from, --max-error and --alone go with tuning")
-    table = tuning.Table.load(args.table) if args.table else None
+    given = (tuning.Table.load(args.table), args.table) if args.table else None
     net = models.build(args.name, args.seed)
     selection = _selection(args)
     if len(selection["devices"]) > 1 or len(selection["dtypes"]) > 1:
         raise UsageError("model runs on one device and one dtype: give --device and --dtype once")
     device, dtype = selection["devices"][0], selection["dtypes"][0]
     x = network.example_input(net.input_size, args.mb, args.size, args.seed, device, dtype)
-    layers = network.conv_layers(net.module, x)
-    store = RunStore.create(Path(args.out))
-    if table is not None:
-        notes = {"table": str(args.table)}
-    else:
-        tuned = _tuned(args, [spec for _, spec in layers], store)
-        if tuned.interrupted:
-            return tuned.interrupted
-        table = tuned.table
-        notes = {
-            "wall time": f"{tuned.wall_s:.1f} s",
-            "problems measured": str(tuned.measured),
-            "max error": f"{args.max_error:g}" if args.max_error else "each tolerance",
-        }
-        if not args.alone:
-            shape = "x".join(str(d) for d in x.shape)
-            settled = settle(
-                net.module, x, table, threads=selection["threads"], budget_s=args.budget,
-                network=f"{net.name} {shape}",
-            )  # fmt: skip
-            table = settled.table
-            notes["settled in the network"] = (
-                f"{settled.chosen} chosen; {len(settled.fallen)} of {settled.problems} "
-                f"choices fell back to torch in their stretches; {table.network or 'nothing'} "
-                f"({settled.wall_s:.1f} s)"
-            )
-    table.save(args.table_out or store.path / "table.json")
-    result = network.evaluate(
-        net.module,
+    return run_model(
+        make_console(),
+        net,
         x,
-        table,
-        name=net.name,
-        source=net.source,
+        RunStore.create(Path(args.out)),
+        given=given,
+        tuner=lambda specs, store: _tuned(args, specs, store),
+        alone=args.alone,
+        max_error=args.max_error,
         threads=selection["threads"],
         budget_s=args.budget,
         seed=args.seed,
+        table_out=args.table_out,
     )
-    result.tuning = notes
-    store.write_json("model.json", result.to_dict())
-    page = _write(store.path / "model.html", render_network(result.to_dict()))
-    console = make_console()
-    network.print_result(console, result)
-    console.print(f"results: {store.path} (page: {page})", markup=False, highlight=False)
-    return EXIT_OK
 
 
 # --- asv-machine ------------------------------------------------------------------------------
@@ -1178,175 +1133,21 @@ def cmd_asv_machine(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from convbench import gate
-
-    if args.instructions:
-        return _gate_instructions(args)
-    args.baseline = args.baseline or BASELINE
-    paths = args.runs or [gate.newest_run(BENCHMARK_STORAGE)]
-    runs = [gate.load_run(p) for p in paths]
-    combined = gate.make_baseline(runs)
-    if args.write_baseline:
-        _write(args.baseline, json.dumps(combined, indent=1, sort_keys=True) + "\n")
-        print(
-            f"baseline of {len(combined['ratios'])} ratios from {len(runs)} run(s): {args.baseline}"
-        )
-        return EXIT_OK
-    try:
-        base = json.loads(args.baseline.read_text())
-        base_ratios = base["ratios"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise UsageError(f"cannot read the baseline {args.baseline}: {exc}") from None
-    if base.get("threads") != combined["threads"]:
-        raise UsageError(
-            f"the baseline was measured with {base.get('threads')} thread(s), the run with "
-            f"{combined['threads']}: run the benchmarks with --perf-threads={base.get('threads')}"
-        )
     console = make_console()
-    console.print(f"gate: {', '.join(map(str, paths))} against {args.baseline}")
-    if base.get("machine") != combined["machine"]:
-        console.print(
-            f"[yellow]note: the baseline was measured on {base.get('machine')!r}, this run on "
-            f"{combined['machine']!r}; ratios may differ between machines[/]"
+    if not args.instructions:
+        return gating.timing_gate(
+            console,
+            args.runs,
+            args.baseline or gating.BASELINE,
+            args.threshold,
+            args.backend_threshold,
+            args.write_baseline,
         )
-    j = verdicts.judge_ratios(
-        combined["ratios"], base_ratios, args.threshold, args.backend_threshold
-    )
-    table = Table("backend", "cases", "mean change", "worst case", "worst change")
-    for backend, mean in j.backend_change.items():
-        mine = [v for v in j.verdicts if v.backend == backend and v.change is not None]
-        worst = max(mine, key=lambda v: v.change or 0.0)
-        style = "red" if mean > j.backend_threshold else ""
-        table.add_row(
-            backend,
-            str(len(mine)),
-            f"[{style}]{mean:.2f}x[/]" if style else f"{mean:.2f}x",
-            worst.key.split(gate.SEP)[0],
-            f"{worst.change:.2f}x",
-        )
-    console.print(table)
-    for status in ("slower", "missing", "new", "faster"):
-        for v in j.having(status):
-            detail = f"{v.change:.2f}x" if v.change is not None else ""
-            console.print(f"  {status:<8} {v.key} {detail}")
-    n = sum(v.change is not None for v in j.verdicts)
-    if j.passed:
-        console.print(
-            f"gate: PASSED: {n} benchmarks within {j.threshold:g}x of the baseline, every "
-            f"backend's mean within {j.backend_threshold:g}x"
-        )
-        return EXIT_OK
-    slower, missing = j.having("slower"), j.having("missing")
-    reasons = [f"{len(slower)} benchmarks over {j.threshold:g}x"] if slower else []
-    reasons += [f"{b} {j.backend_change[b]:.2f}x on its mean" for b in j.slower_backends]
-    reasons += [f"{len(missing)} baseline benchmarks missing"] if missing else []
-    console.print(f"[red]gate: FAILED: {'; '.join(reasons)}[/]")
-    return EXIT_FAILED
-
-
-# --- instructions -----------------------------------------------------------------------------
-
-
-def _require_valgrind() -> None:
-    """``--instructions`` where nothing can count them: one line, before any timing."""
-    if reason := instructions.valgrind_reason():
-        raise UsageError(f"--instructions: {reason}")
-
-
-def _count_line(c: instructions.CaseCount, i: int, n: int) -> None:
-    """One line per counted case on stderr, as the sweep prints one per timed case."""
-    what = f"{c.instructions:,.0f} instructions" if c.instructions is not None else c.reason
-    print(
-        f"[{i:{len(str(n))}}/{n}] {c.status:<11} {c.backend:<14} {c.device:<4} {c.dtype:<8} "
-        f"{what}  {c.name or c.spec}",
-        file=sys.stderr,
-        flush=True,
-    )
-
-
-def _count_pass(
-    console: Console, store: RunStore, config: dict[str, Any], records: list[Record]
-) -> int:
-    """``run --instructions``: count in one valgrind pass what the run folder lacks, and say so
-    in one line. EXIT_FAILED when a case could not be counted."""
-    if not config.get("instructions"):
-        return EXIT_OK
-    try:
-        run = instructions.count_run(
-            store, records, seed=config["seed"], cache_sim=config["cache_sim"], on_case=_count_line
-        )
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-    except instructions.CountError as exc:
-        console.print(f"instructions: not counted: {exc}", markup=False, highlight=False)
-        return EXIT_FAILED
-    if run is None:
-        console.print("instructions: every case was counted before", markup=False)
-        return EXIT_OK
-    n = Counter(c.status for c in run.counts)
-    i = run.info
-    console.print(
-        f"instructions: {n['ok']} case{'' if n['ok'] == 1 else 's'} counted"
-        + (f", {n['failed']} failed" if n["failed"] else "")
-        + (f", {n['unsupported']} not on the CPU" if n["unsupported"] else "")
-        + f" in one valgrind pass of {i['wall_s']:.1f} s (1 thread; oneDNN ran "
-        f"{i['counted']['onednn_conv']} under valgrind, {i['timed']['onednn_conv']} when timed): "
-        f"{store.path / RunStore.INSTRUCTIONS}",
-        markup=False,
-        highlight=False,
-        soft_wrap=True,
-    )
-    for c in run.failures:
-        console.print(f"  failed: {c.backend} {c.name or c.spec}: {c.reason}", markup=False)
-    return EXIT_FAILED if run.failures else EXIT_OK
-
-
-def _gate_instructions(args: argparse.Namespace) -> int:
-    """``gate --instructions``: count the gate's cases in one valgrind process and judge each
-    count against the committed baseline (exit 1 past ``--margin``, or a case missing)."""
     if args.runs:
         raise UsageError("gate --instructions counts its own cases; it takes no RUN.json")
-    _require_valgrind()
-    path = args.baseline or INSTRUCTION_BASELINE
-    base = None if args.write_baseline else instructions.read_baseline(path)
-    cases = instructions.gate_cases()
-    console = make_console()
-    console.print(f"gate: counting the instructions of {len(cases)} cases under callgrind")
-    try:
-        run = instructions.count_instructions(cases, workdir=CALLGRIND_GATE, on_case=_count_line)
-    except instructions.CountError as exc:
-        console.print(f"gate: not counted: {exc}", markup=False, highlight=False)
-        return EXIT_FAILED
-    for c in run.failures:
-        console.print(f"  failed   {instructions.gate_key(c)}: {c.reason}", markup=False)
-    if base is None:
-        if run.failures:
-            console.print("[red]gate: no baseline written: some cases failed[/]")
-            return EXIT_FAILED
-        data = instructions.make_baseline(run)
-        _write(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
-        console.print(f"baseline of {len(data['instructions'])} instruction counts: {path}")
-        return EXIT_OK
-    for note in instructions.baseline_differences(base, run):
-        console.print(f"[yellow]note: the baseline was counted with another {esc_rich(note)}[/]")
-    changes = verdicts.count_changes(
-        instructions.gate_counts(run), base["instructions"], args.margin
-    )
-    for ch in changes:
-        if ch.verdict != "unchanged":
-            pct = f"{ch.change_pct:+.2f} %" if ch.change_pct is not None else ""
-            console.print(f"  {ch.verdict:<8} {ch.key} {pct}", markup=False)
-    largest = max((abs(ch.change_pct or 0.0) for ch in changes), default=0.0)
-    counts = Counter(ch.verdict for ch in changes)
-    done = f"{len(changes)} cases, {run.info['wall_s']:.0f} s, largest change {largest:.2f} %"
-    if counts["slower"] or counts["missing"]:
-        console.print(
-            f"[red]gate: FAILED: {counts['slower']} cases over {args.margin:g} % more "
-            f"instructions, {counts['missing']} missing ({done})[/]"
-        )
-        return EXIT_FAILED
-    console.print(f"gate: PASSED: every case within {args.margin:g} % of the baseline ({done})")
-    return EXIT_OK
+    require_valgrind()
+    baseline = args.baseline or gating.INSTRUCTION_BASELINE
+    return gating.instruction_gate(console, baseline, args.margin, args.write_baseline)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

@@ -17,9 +17,18 @@ from convbench.report.summary import format_seconds
 from convbench.results import Record, RunStore
 from convbench.sweep import Case
 
-__all__ = ["EXIT_INTERRUPTED", "Reporter", "console", "run_sweep", "titled_table"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "Reporter",
+    "console",
+    "run_sweep",
+    "titled_table",
+]
 
-EXIT_INTERRUPTED = 130
+# The exit codes every command shares (bad input, 2, is the parser's).
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
 
 def console() -> Console:

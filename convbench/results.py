@@ -16,7 +16,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SCHEMA_VERSION", "STATUSES", "Record", "RunStore", "case_key", "new_run_id"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "Record",
+    "RunStore",
+    "case_key",
+    "new_run_id",
+    "write_file",
+]
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "unsupported", "failed", "inaccurate")
@@ -107,6 +115,17 @@ def case_key(spec: str, backend: str, device: str, dtype: str) -> tuple[str, str
 
 
 _REPORTED: set[tuple[Path, int]] = set()  # unreadable lines already reported
+
+
+def write_file(path: Path, text: str) -> Path:
+    """Write a file the run's reader opens (a page, a baseline, a table), or raise ValueError
+    with one line saying why it cannot be written: the command reports it without a traceback."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
 
 
 def new_run_id() -> str:
