@@ -132,6 +132,27 @@ def count(job: dict[str, Any], out: Any) -> None:
         out.flush()
 
 
+def warm(job: dict[str, Any]) -> None:
+    """Outside valgrind: call the smallest case of each backend and dtype once, so that code a
+    backend compiles at its first call (Numba's kernels) is compiled here, natively, and found
+    in its cache under valgrind. A case that fails here fails again where it is counted."""
+    from convbench.spec import parse
+    from convbench.suites import Workload
+    from convbench.sweep import Case, ready
+
+    smallest: dict[tuple[str, str, str], tuple[float, dict[str, Any]]] = {}
+    for c in job["cases"]:
+        key, flops = (c["backend"], c["device"], c["dtype"]), parse(c["spec"]).flops
+        if key not in smallest or flops < smallest[key][0]:
+            smallest[key] = (flops, c)
+    for _, c in smallest.values():
+        try:
+            workload = Workload(parse(c["spec"]), c["fill"])
+            ready(Case(workload, c["backend"], c["device"], c["dtype"]), job["seed"])()
+        except Exception:  # it fails again where it is counted, and is reported there
+            continue
+
+
 def main(argv: list[str]) -> int:
     with open(argv[1]) as fh:
         job = json.load(fh)
@@ -139,6 +160,7 @@ def main(argv: list[str]) -> int:
     if "--count" not in argv:
         with open(job["probe"], "w") as out:
             out.write(json.dumps({"info": probe_isa()}) + "\n")
+        warm(job)
         return 0
     if not torch._C._valgrind_supported_platform():
         raise SystemExit("this torch was built without the valgrind client requests")

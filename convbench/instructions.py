@@ -279,6 +279,13 @@ def count_instructions(
     (workdir / "job.json").write_text(json.dumps(job, indent=1) + "\n")
     child_env = {**(os.environ if env is None else env)}
     child_env.setdefault("PYTHONHASHSEED", "0")  # dict probing the same in every run
+    # One thread counts, so no library may start a pool of more: Numba's (the Winograd kernels)
+    # would spin beside the counted calls, under valgrind, which runs one thread at a time.
+    child_env["NUMBA_NUM_THREADS"] = "1"
+    # Numba compiles for the CPU it finds, and under valgrind it finds one without AVX-512: it
+    # would compile again there, some fifty times slower. A fixed target that valgrind runs
+    # (AVX2) is compiled once by the probe, natively, and loaded from Numba's cache under it.
+    child_env["NUMBA_CPU_NAME"] = "haswell"
     command = [python, str(CHILD), str(workdir / "job.json")]
     t0 = time.perf_counter()
     timed = _probe(command, child_env, workdir / "probe.log", probe)
@@ -335,7 +342,9 @@ def count_instructions(
 
 
 def _probe(command: list[str], env: dict[str, str], log: Path, out: Path) -> dict[str, str]:
-    """The ISA oneDNN and ATen choose in ``command``'s interpreter outside valgrind."""
+    """The ISA oneDNN and ATen choose in ``command``'s interpreter outside valgrind (which also
+    calls one case of each backend and dtype there, so that what compiles at its first call
+    is compiled natively and cached)."""
     with open(log, "wb") as fh:
         done = subprocess.run(command, stdout=fh, stderr=fh, env=env, check=False)
     if done.returncode:

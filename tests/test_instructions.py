@@ -38,9 +38,10 @@ def _case(spec: str, backend: str = "torch", device: str = "cpu") -> Case:
 
 @pytest.fixture(scope="module")
 def counted(tmp_path_factory: pytest.TempPathFactory) -> CountRun:
-    """One valgrind process for every counting test: the same case twice, a wider layer, a
-    backend that raises in prepare (a plugin, loaded in the child as the CLI loads it), and a
-    CUDA case that is never sent to valgrind."""
+    """One valgrind process for every counting test: the same case twice, on either side of a
+    Winograd case (whose Numba kernels keep a thread pool of their own), that Winograd case
+    twice, a wider layer, a backend that raises in prepare (a plugin, loaded in the child as
+    the CLI loads it), and a CUDA case that is never sent to valgrind."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])),
@@ -49,9 +50,11 @@ def counted(tmp_path_factory: pytest.TempPathFactory) -> CountRun:
     cases = [
         _case(SMALL),
         _case(SMALL, "test-hostile"),
+        _case(SMALL, "winograd-f4"),
         _case(SMALL),
         _case(WIDER),
         _case(SMALL, "direct"),
+        _case(SMALL, "winograd-f4"),
         _case(SMALL, device="cuda"),
     ]
     return count_instructions(cases, env=env, workdir=tmp_path_factory.mktemp("callgrind"))
@@ -60,7 +63,7 @@ def counted(tmp_path_factory: pytest.TempPathFactory) -> CountRun:
 @needs_valgrind
 def test_counts_are_positive_per_call_and_say_what_was_counted(counted: CountRun) -> None:
     ok = [c for c in counted.counts if c.status == "ok"]
-    assert len(ok) == 4
+    assert len(ok) == 6
     assert all(c.instructions and c.instructions > 10_000 for c in ok)
     info = counted.info
     assert info["calls"] == 1 and info["threads"] == 1 and info["cache_sim"] is False
@@ -71,13 +74,18 @@ def test_counts_are_positive_per_call_and_say_what_was_counted(counted: CountRun
 
 
 @needs_valgrind
-def test_the_same_case_counts_the_same(counted: CountRun) -> None:
+@pytest.mark.parametrize(("backend", "within"), [("torch", 1e-3), ("winograd-f4", 1e-2)])
+def test_the_same_case_counts_the_same(counted: CountRun, backend: str, within: float) -> None:
+    """Also torch's case once Numba's kernels have run: no idle pool spins beside it. The
+    first Winograd case of a process is the first to go through Numba's dispatcher, and counts
+    0.4-0.6 % more than the same case later (from run to run, each counts the same to the
+    instruction, which is what the gate compares): inside the gate's 2 % margin."""
     small = parse(SMALL).format()
     first, again = (
-        c for c in counted.counts if (c.spec, c.backend, c.device) == (small, "torch", "cpu")
+        c for c in counted.counts if (c.spec, c.backend, c.device) == (small, backend, "cpu")
     )
     assert first.instructions and again.instructions
-    assert abs(again.instructions / first.instructions - 1) < 1e-3
+    assert abs(again.instructions / first.instructions - 1) < within
 
 
 @needs_valgrind

@@ -4,9 +4,12 @@ exactly once, the FFT tilings cover the output, and ``fastest`` keeps the fastes
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
+import numba
 import pytest
 import torch
 from hypothesis import given, settings
@@ -91,15 +94,57 @@ WINOGRAD_CASES = [
 
 @pytest.mark.parametrize(("desc", "m"), WINOGRAD_CASES)
 @pytest.mark.parametrize("target", [1, 3, 10**6])
-def test_every_winograd_blocking_is_correct(desc: str, m: int, target: int) -> None:
+@pytest.mark.parametrize("transforms", ["fused", "torch"])
+def test_every_winograd_blocking_is_correct(
+    desc: str, m: int, target: int, transforms: str
+) -> None:
+    """Both ways of transforming (the fused CPU kernels, and torch's operators, which CUDA
+    takes) at every blocking, from a tile a block to one block of every tile."""
     spec = parse(desc)
     backend = WinogradBackend(m)
 
     def blocked(s: ConvSpec, w: torch.Tensor, b: torch.Tensor | None) -> Run:
         blocks = tile_blocks(s.mb, -(-s.oh // m), -(-s.ow // m), target)
-        return backend._blocked(s, blocks, *backend.transforms(s, w), b)
+        return backend._blocked(s, blocks, *backend.transforms(s, w), b, transforms)
 
     _assert_correct(spec, backend.name, blocked)
+
+
+def test_fused_transforms_run_on_torchs_threads() -> None:
+    """A run on one thread computes every stage on one: the fused kernels take torch's thread
+    count at every call, not Numba's default of every core."""
+    spec = parse("mb1ic8ih12oc8kh3ph1")
+    data = make_inputs(spec).to("cpu", torch.float32)
+    run = backends.get("winograd-f4").prepare(spec, data.weight, data.bias)
+    assert run.params["transforms"] == "fused" and "fused transforms" in run.algorithm
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, threads):
+            torch.set_num_threads(n)
+            run(data.x)
+            assert numba.get_num_threads() == min(n, numba.config.NUMBA_NUM_THREADS)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_numbas_pool_leaves_torchs_thread_count_alone() -> None:
+    """Launching Numba's pool (once a process, at the first fused call) sets the thread count
+    of the OpenMP runtime it shares with torch: a run on one thread stays on one."""
+    script = (
+        "import torch; torch.set_num_threads(1)\n"
+        "from convbench import backends\n"
+        "from convbench.inputs import make_inputs\n"
+        "from convbench.spec import parse\n"
+        "spec = parse('mb1ic8ih12oc8kh3ph1')\n"
+        "d = make_inputs(spec).to('cpu', torch.float32)\n"
+        "run = backends.get('winograd-f4').prepare(spec, d.weight, d.bias)\n"
+        "run(d.x)\n"
+        "print(run.params['transforms'], torch.get_num_threads())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["fused", "1"]
 
 
 @pytest.mark.parametrize("desc", [*SPECS, "mb3ic4ih9oc6kh1sh2ph1", "mb2ic4ih10oc6kh1sh3g2"])
@@ -198,6 +243,10 @@ def test_choices_are_recorded() -> None:
             params = backends.get(name).prepare(spec, data.weight, data.bias).params
         times = params["tuned_ms"]
         assert times and all(v > 0 for v in times.values())
+        if name.startswith("winograd"):  # both ways of transforming were timed, on the CPU
+            assert {label.split(", ")[1] for label in times} == {"fused", "torch"}
+            chosen = min(times, key=times.__getitem__)
+            assert chosen.endswith(params["transforms"])
     fft = backends.get("fft-torch").prepare(spec, data.weight, data.bias).params
     label = "x".join(map(str, fft["fft_size"]))
     if fft["channel_sums"] == "multiply-accumulate":

@@ -10,27 +10,37 @@ scaled inversely). Points are small and reciprocal-symmetric (0, ±1, ±1/2, ±2
 Gray (2015) and Barabasz et al. (2020) show such points keep F(6, 3) usable in float32 where
 integer points fail.
 
-In 2-D the transforms are Kronecker products: one GEMM transforms every tile of every channel
-of a block at once, U = (G⊗G)·w is made in ``prepare``, and the n² transform-domain products are
-one batched GEMM, [tiles×C]·[C×K] per (ξ, ν).
+In 2-D, U = (G⊗G)·w is made in ``prepare`` and the n² transform-domain products are one
+batched GEMM, [tiles×C]·[C×K] per (ξ, ν). The transforms are done one of two ways:
 
-Cost model, for P tiles of N images (P = N·⌈OH/m⌉·⌈OW/m⌉), in GEMM flops and bytes moved:
+- ``fused`` (CPU): Numba kernels (``winograd_kernels``) read each tile where it lies in the
+  padded channels-last input and write each output where it goes, applying Bᵀ and Aᵀ one
+  dimension at a time and skipping their zeros;
+- ``torch`` (any device): a copy gathers the overlapping tiles, one GEMM by Bᵀ⊗Bᵀ transforms
+  every tile of every channel of a block, one by Aᵀ⊗Aᵀ transforms back, a copy scatters them.
 
-    flops = 2·P·n²·(n²·C + C·K + m²·K)         input transform, products, output transform
-    bytes = 4·(N·C·Hp·Wp·2 + P·n²·C + N·K·OH·OW)  padding to NHWC, gathering the overlapping
-                                                  tiles, scattering the outputs
-          + 4·3·P·n²·max(C, K)·[block spills]   the three transform-domain arrays, each
-                                                  written and read back once
+Cost model, for P tiles of N images (P = N·⌈OH/m⌉·⌈OW/m⌉), z the nonzeros of a row of Bᵀ
+(4.3 on average for F(4, 3)) and z' those of a row of Aᵀ:
 
-against 2·N·K·C·r²·OH·OW flops for a direct convolution. The products' share shrinks with the
-channels: at C = K = 64, F(4, 3)'s input transform (n² = 36 multiply-adds per element) costs
-more than half as much as its products, so layers of fewer than about 96 channels are bound by
-the transforms and the bytes, not by the n²/(m²r²) saving. Blocking keeps the three
-transform-domain arrays of a block in the caches (no spills) at the price of shorter GEMMs and
-of reading U (4·n²·C·K bytes) once per block; ``prepare`` times one block of every tile against
-blocks of 4 MiB and 16 MiB (BLOCK_BYTES) and keeps the fastest. The tile m trades the saving
+    fused: multiply-adds = P·(2·n²·z·C + n²·C·K + (n·m + m²)·z'·K)
+           bytes = 4·(2·N·C·Hp·Wp + 3·P·n²·max(C, K) + N·K·OH·OW)
+    torch: multiply-adds = P·(n⁴·C + n²·C·K + m²·n²·K)
+           bytes = 4·(2·N·C·Hp·Wp + 2·P·n²·C + 3·P·n²·max(C, K) + 2·N·K·OH·OW)
+
+(padding to NHWC, gathering, the three transform-domain arrays written and read once unless a
+block keeps them in the caches, scattering), against N·K·C·r²·OH·OW multiply-adds for a direct
+convolution. At C = K = 64, F(4, 3)'s dense input transform (n² = 36 multiply-adds per
+element) costs more than half as much as its products; the fused one (2·z ≈ 9) a quarter of
+that, and it writes the tiles once instead of gathering them and transforming them apart. So
+the fused way wins wherever the transforms weigh: on a 64-channel 56×56 layer at minibatch 8,
+0.97× torch's convolution against 0.74× with torch's operators, and 1.72× against 1.40× at
+128 channels on 28×28 (one run, 2 threads); torch's operators, with less per call, keep some
+small images at minibatch 1. Off the CPU only the torch way exists. Blocking keeps a block's
+three transform-domain arrays in the caches at the price of shorter GEMMs and of reading U
+(4·n²·C·K bytes) once per block; ``prepare`` times both ways at one block of every tile and at
+blocks of 4 MiB and 16 MiB (BLOCK_BYTES), and keeps the fastest. The tile m trades the saving
 (m²r²/n²: 2.25, 4 and 5.06 for F(2), F(4), F(6) at r = 3) against tiles cut off at the image's
-edge (⌈7/4⌉·4 = 8 rows computed for 7) and a transform of n²·n² per element: F(2) wins on small
+edge (⌈7/4⌉·4 = 8 rows computed for 7) and transforms that grow with n: F(2) wins on small
 images at minibatch 1, F(4) on most layers, F(6) on large images with about 100 channels.
 """
 
@@ -41,6 +51,7 @@ from collections.abc import Callable
 from fractions import Fraction
 from functools import cache
 
+import numpy as np
 import torch
 from torch.profiler import record_function
 
@@ -116,6 +127,11 @@ def transform_matrices(m: int, r: int) -> tuple[Matrix, Matrix, Matrix, tuple[Fr
         bt[i] = [v / scale for v in row]
         g[i] = [v * scale for v in g[i]]
     return at, g, bt, points
+
+
+def _array(a: Matrix, dtype: torch.dtype) -> np.ndarray:
+    """An exact matrix rounded to ``dtype``, for the fused kernels."""
+    return torch.tensor([[float(v) for v in row] for row in a], dtype=dtype).numpy()
 
 
 def _kron(a: Matrix, b: Matrix, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -199,22 +215,31 @@ class WinogradBackend:
             blocks = tile_blocks(n, th, tw, budget // per_tile)
             if len(blocks) not in {len(b) for b in plans.values()}:
                 plans[f"{budget >> 20}MiB"] = blocks
+        # On the CPU the fused transforms come first: untimed, they are the model's choice.
+        ways = ("fused", "torch") if weight.device.type == "cpu" else ("torch",)
         label, run, times = fastest(
             (
-                (name, lambda b=b: self._blocked(spec, b, bb, aa, u, bias))
+                (
+                    f"{name}, {way}",
+                    lambda b=b, way=way: self._blocked(spec, b, bb, aa, u, bias, way),
+                )
+                for way in ways
                 for name, b in plans.items()
             ),
             tuning_input(spec, weight),
         )
+        plan, way = label.split(", ")
         return Prepared(
             run,
-            f"winograd F({m}x{m}, {kh}x{kw})",
+            f"winograd F({m}x{m}, {kh}x{kw})"
+            + (", fused transforms" if way == "fused" else ", torch transforms"),
             {
                 "tile": [nh, nw],
                 "output_tile": m,
                 "points": [str(p) for p in points] + ["inf"],
-                "blocks": len(plans[label]),
-                "tiles_per_block": max(b.tiles for b in plans[label]),
+                "transforms": way,
+                "blocks": len(plans[plan]),
+                "tiles_per_block": max(b.tiles for b in plans[plan]),
                 "tuned_ms": times,
             },
         )
@@ -227,8 +252,10 @@ class WinogradBackend:
         aa: torch.Tensor,
         u: torch.Tensor,
         bias: torch.Tensor | None,
+        transforms: str = "torch",
     ) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The timed call, ``blocks`` of tiles at a time."""
+        """The timed call, ``blocks`` of tiles at a time, its transforms done by torch's
+        operators or by the ``"fused"`` CPU kernels (``winograd_kernels``)."""
         m, kh, kw = self.m, spec.kh, spec.kw
         nh, nw = m + kh - 1, m + kw - 1
         dtype, device = u.dtype, u.device
@@ -237,6 +264,7 @@ class WinogradBackend:
         th, tw = math.ceil(oh / m), math.ceil(ow / m)
         n, c, k = spec.mb, spec.ic, spec.oc
         pb = max(b.tiles for b in blocks)
+        fused = transforms == "fused"
         # Channels innermost (NHWC) throughout: gathering tiles and scattering outputs then
         # move whole channel vectors, and every GEMM runs on plain row-major operands.
         # Workspaces are made once: fresh multi-megabyte buffers would be paged in anew on
@@ -244,11 +272,55 @@ class WinogradBackend:
         # arithmetic. The callable is therefore not re-entrant.
         ws = {"dtype": dtype, "device": device}
         xpad = torch.zeros(n, th * m + kh - 1, tw * m + kw - 1, c, **ws)  # NHWC, zero border
-        d = torch.empty(nh * nw * pb * c, **ws)
         v = torch.empty(nh * nw * pb * c, **ws)
         mm = torch.empty(nh * nw * pb * k, **ws)
-        yt = torch.empty(m * m * pb * k, **ws)
         ug = u.view(nh * nw, cg, kg) if g == 1 else u
+
+        def gemm(vb: torch.Tensor, p: int) -> torch.Tensor:
+            """The n² transform-domain products of a block's p tiles, (n², p, K)."""
+            mb_ = mm[: nh * nw * p * k].view(nh * nw, p, k)
+            if g == 1:
+                torch.bmm(vb, ug, out=mb_)
+            else:
+                vg = vb.view(nh * nw, p, g, cg).transpose(1, 2)
+                mb_.view(nh * nw, p, g, kg).copy_(torch.matmul(vg, ug).transpose(1, 2))
+            return mb_
+
+        block = (self._fused_block if fused else self._torch_block)(
+            spec, xpad, v, gemm, bb, aa, bias
+        )
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            with record_function("winograd/input_transform"):
+                # The padded input, extended with zeros to whole tiles (extra outputs are cut
+                # below).
+                pad_into(spec, x, xpad.permute(0, 3, 1, 2))
+            y = torch.empty(n, th * m, tw * m, k, **ws)
+            for blk in blocks:
+                block(y, blk)
+            # An NCHW view of the NHWC result: torch's own channels-last layout.
+            return y[:, :oh, :ow].permute(0, 3, 1, 2)
+
+        return run
+
+    def _torch_block(
+        self,
+        spec: ConvSpec,
+        xpad: torch.Tensor,
+        v: torch.Tensor,
+        gemm: Callable[[torch.Tensor, int], torch.Tensor],
+        bb: torch.Tensor,
+        aa: torch.Tensor,
+        bias: torch.Tensor | None,
+    ) -> Callable[[torch.Tensor, Block], None]:
+        """One block with torch's operators: a copy gathers the tiles, one GEMM by Bᵀ⊗Bᵀ
+        transforms them, one by Aᵀ⊗Aᵀ transforms back, a copy scatters the outputs."""
+        m, kh, kw = self.m, spec.kh, spec.kw
+        nh, nw = m + kh - 1, m + kw - 1
+        c, k, tw = spec.ic, spec.oc, math.ceil(spec.ow / m)
+        pb = v.numel() // (nh * nw * c)
+        d = torch.empty_like(v)
+        yt = torch.empty(m * m * pb * k, dtype=v.dtype, device=v.device)
         # Aᵀ's column for the point 1 is all ones, so a bias added to the products at (1, 1)
         # comes out of the output transform added to every output: a pass over 1/n² of the
         # products instead of over the whole output. 1 is the second point, which a tile of
@@ -256,25 +328,20 @@ class WinogradBackend:
         at_one = nw + 1 if min(nh, nw) > 2 else None
         bias_nhwc = None if bias is None else bias.view(1, 1, 1, 1, 1, k)
 
-        def block(x_nhwc: torch.Tensor, y: torch.Tensor, blk: Block) -> None:
+        def block(y: torch.Tensor, blk: Block) -> None:
             """Transform, multiply and transform back the tiles of one block, whose working
             set was sized to stay in cache between the three steps."""
             bn, br = blk.images.stop - blk.images.start, blk.rows.stop - blk.rows.start
             p = blk.tiles
             top = blk.rows.start * m
-            src = x_nhwc[blk.images, top : top + br * m + kh - 1]
+            src = xpad[blk.images, top : top + br * m + kh - 1]
             with record_function("winograd/input_transform"):
                 db = d[: nh * nw * p * c].view(nh, nw, bn, br, tw, c)
                 db.copy_(src.unfold(1, nh, m).unfold(2, nw, m).permute(4, 5, 0, 1, 2, 3))
                 vb = v[: nh * nw * p * c].view(nh * nw, p, c)
                 torch.mm(bb, db.view(nh * nw, p * c), out=vb.view(nh * nw, p * c))
             with record_function("winograd/gemm"):
-                mb_ = mm[: nh * nw * p * k].view(nh * nw, p, k)
-                if g == 1:
-                    torch.bmm(vb, ug, out=mb_)
-                else:
-                    vg = vb.view(nh * nw, p, g, cg).transpose(1, 2)
-                    mb_.view(nh * nw, p, g, kg).copy_(torch.matmul(vg, ug).transpose(1, 2))
+                mb_ = gemm(vb, p)
                 if bias is not None and at_one is not None:
                     mb_[at_one].add_(bias)
             with record_function("winograd/output_transform"):
@@ -287,15 +354,50 @@ class WinogradBackend:
                 else:
                     torch.add(tiles, bias_nhwc, out=dst)
 
-        def run(x: torch.Tensor) -> torch.Tensor:
-            with record_function("winograd/input_transform"):
-                # The padded input, extended with zeros to whole tiles (extra outputs are cut
-                # below).
-                pad_into(spec, x, xpad.permute(0, 3, 1, 2))
-            y = torch.empty(n, th * m, tw * m, k, **ws)
-            for blk in blocks:
-                block(xpad, y, blk)
-            # An NCHW view of the NHWC result: torch's own channels-last layout.
-            return y[:, :oh, :ow].permute(0, 3, 1, 2)
+        return block
 
-        return run
+    def _fused_block(
+        self,
+        spec: ConvSpec,
+        xpad: torch.Tensor,
+        v: torch.Tensor,
+        gemm: Callable[[torch.Tensor, int], torch.Tensor],
+        bb: torch.Tensor,
+        aa: torch.Tensor,
+        bias: torch.Tensor | None,
+    ) -> Callable[[torch.Tensor, Block], None]:
+        """One block with the fused CPU kernels, which read the tiles where they lie in the
+        padded input and write the outputs where they go (the Kronecker products ``bb`` and
+        ``aa`` are not needed: the kernels apply the 1-D transforms)."""
+        # Imported here: Numba takes a second to import, which no other command should pay.
+        from convbench.backends import winograd_kernels as kernels
+
+        m, kh, kw = self.m, spec.kh, spec.kw
+        nh, nw = m + kh - 1, m + kw - 1
+        c, th, tw = spec.ic, math.ceil(spec.oh / m), math.ceil(spec.ow / m)
+        at_h, _, bt_h, _ = transform_matrices(m, kh)
+        at_w, _, bt_w, _ = transform_matrices(m, kw)
+        dtype = v.dtype
+        bt_h, bt_w, at_h, at_w = (_array(a, dtype) for a in (bt_h, bt_w, at_h, at_w))
+        xpad_np = xpad.numpy()
+        bias_np = (torch.zeros(0, dtype=dtype) if bias is None else bias.detach()).numpy()
+        scratch_in = np.empty((kernels.POOL, nh, nw, c), dtype=bias_np.dtype)
+        scratch_out = np.empty((kernels.POOL, nh, m, spec.oc), dtype=bias_np.dtype)
+
+        def block(y: torch.Tensor, blk: Block) -> None:
+            kernels.use_threads(torch.get_num_threads())
+            p0 = (blk.images.start * th + blk.rows.start) * tw
+            p1 = p0 + blk.tiles
+            vb = v[: nh * nw * blk.tiles * c].view(nh * nw, blk.tiles, c)
+            with record_function("winograd/input_transform"):
+                kernels.input_transform(
+                    xpad_np, bt_h, bt_w, m, th, tw, p0, p1, vb.numpy(), scratch_in
+                )
+            with record_function("winograd/gemm"):
+                mb_ = gemm(vb, blk.tiles)
+            with record_function("winograd/output_transform"):
+                kernels.output_transform(
+                    mb_.numpy(), at_h, at_w, th, tw, p0, p1, bias_np, y.numpy(), scratch_out
+                )
+
+        return block
