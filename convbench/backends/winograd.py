@@ -286,9 +286,10 @@ class WinogradBackend:
                 mb_.view(nh * nw, p, g, kg).copy_(torch.matmul(vg, ug).transpose(1, 2))
             return mb_
 
-        block = (self._fused_block if fused else self._torch_block)(
-            spec, xpad, v, gemm, bb, aa, bias
-        )
+        if fused:
+            block = self._fused_block(spec, xpad, v, gemm, bias)
+        else:
+            block = self._torch_block(spec, xpad, v, gemm, bb, aa, bias)
 
         def run(x: torch.Tensor) -> torch.Tensor:
             with record_function("winograd/input_transform"):
@@ -362,13 +363,10 @@ class WinogradBackend:
         xpad: torch.Tensor,
         v: torch.Tensor,
         gemm: Callable[[torch.Tensor, int], torch.Tensor],
-        bb: torch.Tensor,
-        aa: torch.Tensor,
         bias: torch.Tensor | None,
     ) -> Callable[[torch.Tensor, Block], None]:
         """One block with the fused CPU kernels, which read the tiles where they lie in the
-        padded input and write the outputs where they go (the Kronecker products ``bb`` and
-        ``aa`` are not needed: the kernels apply the 1-D transforms)."""
+        padded input and write the outputs where they go, applying the 1-D transforms."""
         # Imported here: Numba takes a second to import, which no other command should pay.
         from convbench.backends import winograd_kernels as kernels
 
