@@ -62,6 +62,12 @@ WARMUP, WARMUP_FLOPS = 10, 1e8  # warm-up calls of a case under WARMUP_FLOPS (el
 CHILD = Path(__file__).with_name("_count_child.py")
 GATE_SUITES = ("smoke",)  # what ``gate --instructions`` counts (see gate_cases)
 _SWITCHES = ("_valgrind_supported_platform", "_valgrind_toggle", "_valgrind_toggle_and_dump_stats")
+# LLVM's haswell (AVX2, FMA, BMI): what valgrind executes, as Numba's feature string.
+HASWELL_FEATURES = (
+    "+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+crc32,+cx16,+cx8,+f16c,+fma,+fsgsbase,+fxsr,+invpcid,"
+    "+lzcnt,+mmx,+movbe,+pclmul,+popcnt,+rdrnd,+sahf,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,"
+    "+xsave,+xsaveopt"
+)
 _OUT = "callgrind.out"  # callgrind names the n-th dump callgrind.out.n
 _ALLOCATOR = ("/malloc/malloc.c", "/malloc/arena.c")  # glibc's malloc, free, memalign, ...
 
@@ -285,7 +291,11 @@ def count_instructions(
     # Numba compiles for the CPU it finds, and under valgrind it finds one without AVX-512: it
     # would compile again there, some fifty times slower. A fixed target that valgrind runs
     # (AVX2) is compiled once by the probe, natively, and loaded from Numba's cache under it.
+    # Numba's cache key holds the CPU's name and its feature string, and without a fixed string
+    # it takes the host's: the probe would then compile for haswell *with* the host's AVX-512,
+    # and the valgrind pass, whose features differ, would miss the cache and compile again.
     child_env["NUMBA_CPU_NAME"] = "haswell"
+    child_env["NUMBA_CPU_FEATURES"] = HASWELL_FEATURES
     command = [python, str(CHILD), str(workdir / "job.json")]
     t0 = time.perf_counter()
     timed = _probe(command, child_env, workdir / "probe.log", probe)

@@ -37,15 +37,23 @@ def _case(spec: str, backend: str = "torch", device: str = "cpu") -> Case:
 
 
 @pytest.fixture(scope="module")
-def counted(tmp_path_factory: pytest.TempPathFactory) -> CountRun:
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("callgrind")
+
+
+@pytest.fixture(scope="module")
+def counted(workdir: Path, tmp_path_factory: pytest.TempPathFactory) -> CountRun:
     """One valgrind process for every counting test: the same case twice, on either side of a
     Winograd case (whose Numba kernels keep a thread pool of their own), that Winograd case
     twice, a wider layer, a backend that raises in prepare (a plugin, loaded in the child as
-    the CLI loads it), and a CUDA case that is never sent to valgrind."""
+    the CLI loads it), and a CUDA case that is never sent to valgrind. Numba's cache starts
+    empty and logs what it loads and saves, to show where the kernels are compiled."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])),
         "CONVBENCH_PLUGINS": "plugin_backends",
+        "NUMBA_CACHE_DIR": str(tmp_path_factory.mktemp("numba-cache")),
+        "NUMBA_DEBUG_CACHE": "1",
     }
     cases = [
         _case(SMALL),
@@ -57,7 +65,20 @@ def counted(tmp_path_factory: pytest.TempPathFactory) -> CountRun:
         _case(SMALL, "winograd-f4"),
         _case(SMALL, device="cuda"),
     ]
-    return count_instructions(cases, env=env, workdir=tmp_path_factory.mktemp("callgrind"))
+    return count_instructions(cases, env=env, workdir=workdir)
+
+
+def test_numba_compiles_outside_valgrind_and_valgrind_loads_it(
+    counted: CountRun, workdir: Path
+) -> None:
+    """Compiling the Winograd kernels under valgrind takes minutes: the native probe must
+    compile them for the target the counted pass asks for, so that the counted pass finds them
+    in the cache (Numba's cache key holds the CPU's name and its feature string)."""
+    probe = (workdir / "probe.log").read_text()
+    counted_log = (workdir / "child.log").read_text()
+    assert "data saved" in probe
+    assert "data loaded" in counted_log
+    assert "data saved" not in counted_log
 
 
 @needs_valgrind
