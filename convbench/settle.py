@@ -24,8 +24,11 @@ A fallen layer lengthens the stretch before it, so what is left is checked again
 A stretch does not hold every effect: a layout can outlast the next converted layer, and a gain
 of a few per cent on each of many stretches (each within the noise margin) can add up to a gain
 of the whole. So the whole network decides last: torch, the per-layer table and the settled one
-are timed together, in interleaved rounds, and the table that comes out is the faster of the two
-where it is faster than torch beyond noise, and torch on every layer where neither is. With the
+are timed together, in interleaved rounds, and the table that comes out is the settled one where
+it is faster than torch beyond noise, unless the per-layer one is faster than it beyond noise in
+the same rounds (paired), and torch on every layer where neither is. The two differ only in the
+choices the network showed slower, often on small layers: picking the larger of two ratios that
+noise alone separates would throw away what the passes learnt, at random. With the
 stretches alone, MobileNetV2 at minibatch 8 ran 1.02x torch end to end, where its per-layer
 table ran 1.12x (two runs of ``convbench model``, which settles every table it tunes).
 """
@@ -245,15 +248,22 @@ def _settled(table: Table, last: dict[str, Check], device: str, dtype: str) -> T
 
 def _whole(
     model: torch.nn.Module, x: torch.Tensor, nets: dict[str, torch.nn.Module], budget_s: float
-) -> dict[str, Ratio]:
-    """Each converted network's speed-up over torch, all timed in the same interleaved rounds."""
+) -> tuple[dict[str, Ratio], Ratio | None]:
+    """Each converted network's speed-up over torch, all timed in the same interleaved rounds,
+    and the per-layer network's over the settled one (paired by round) where both ran."""
     clock = Clock(x.device.type)
     with torch.no_grad():
         samplers = {"torch": clock.sampler(lambda: model(x))} | {
             name: clock.sampler(lambda net=net: net(x)) for name, net in nets.items()
         }
         rounds = interleaved(samplers, budget_s, seed=0)
-    return {name: rounds.speedup(name) for name in nets}  # type: ignore[misc]
+    between = None
+    if {"per-layer", "settled"} <= set(nets):
+        settled = rounds.timings["settled"].samples_s
+        per_layer = rounds.timings["per-layer"].samples_s
+        n = min(len(settled), len(per_layer))
+        between = paired_ratio(settled[:n], per_layer[:n])
+    return {name: rounds.speedup(name) for name in nets}, between  # type: ignore[misc]
 
 
 def _all_torch(table: Table, problems: set[str], why: str, device: str, dtype: str) -> Table:
@@ -308,18 +318,23 @@ def settle(
     settled = _settled(table, last, device, dtype)
     # The settled network is the one the passes ran (prepared already); the per-layer one is
     # made again only where some choice fell (otherwise the two are the same).
-    tables = {"per-layer": table}
+    fell = any(not c.kept for c in checks)
+    # Where nothing fell the two are the same choices, with what the network showed of each.
+    tables = {"per-layer": table if fell else settled}
     nets = {"per-layer": conversion.model}
-    if any(not c.kept for c in checks):
+    if fell:
         tables["settled"], nets["settled"] = settled, conversion.model
         with torch.no_grad():
             nets["per-layer"] = convert(model, table=table, example=x).model
-    whole = _whole(model, x, nets, budget_s)
+    whole, between = _whole(model, x, nets, budget_s)
     said = ", ".join(f"{name} {ratio_text(r)}" for name, r in whole.items())
-    # The faster table where it is faster than torch beyond noise, else torch on every layer.
+    # The settled table where it is faster than torch beyond noise, the per-layer one where
+    # that is faster than torch and than the settled one, else torch on every layer.
     faster = {name: r for name, r in whole.items() if speedup_verdict(r) == "faster"}
     if faster:
-        chosen = max(faster, key=lambda name: faster[name].value)
+        chosen = "settled" if "settled" in faster else "per-layer"
+        if "per-layer" in faster and speedup_verdict(between) == "faster":
+            chosen = "per-layer"
         out = dataclasses.replace(tables[chosen], network=f"in {network}, {chosen} chosen: {said}")
     else:
         chosen = BASELINE

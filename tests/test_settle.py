@@ -65,6 +65,18 @@ def test_a_choice_slower_in_the_network_falls_back_to_torch_and_says_why() -> No
     assert not any(m._forward_pre_hooks for m in net.modules())  # its stamps are gone
 
 
+def test_a_choice_that_stays_says_what_the_network_showed() -> None:
+    """Nothing falls (torch's layer is not checked): the table is the one given, with the
+    speed-up its choice showed in the network."""
+    net, x = _net(31), torch.randn(1, 16, 64, 64)
+    settled = settle(net, x, _table(net, x, ["fft-torch", "torch"]), budget_s=0.3)
+    (check,) = settled.checks
+    assert check.kept and settled.fallen == [] and settled.chosen == "per-layer"
+    fft, kept = settled.table.choices
+    assert fft.backend == "fft-torch" and fft.network == check.text and fft.why == "given"
+    assert kept.backend == "torch" and kept.network == ""
+
+
 def test_a_choice_faster_in_the_network_stays_and_is_checked_again() -> None:
     """FFT runs a 31x31 kernel several times faster than oneDNN, so it stays; the direct layer
     after it falls, and the pass after that checks FFT again in its longer stretch."""
