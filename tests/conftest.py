@@ -49,14 +49,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker("tuned")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def untimed_session() -> Iterator[None]:
+    """``CONVBENCH_TUNING=off`` for the whole session (see ``untimed_choices``): module-scoped
+    fixtures are set up before any test's own fixtures, and would otherwise time every
+    candidate of every prepare they make (the tolerance fixture took 100 s so, 30 s without)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CONVBENCH_TUNING", "off")
+        yield
+
+
 @pytest.fixture(autouse=True)
 def untimed_choices(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Backends take their cost model's first choice, untimed (``CONVBENCH_TUNING=off``, which
     subprocesses inherit), except in tests marked ``tuned``. A test then checks the same
     computation on every run, whichever candidate this machine would time fastest, and does not
     pay for timing candidates in each prepare; tests/test_plans.py checks every candidate."""
-    if request.node.get_closest_marker("tuned") is None:
-        monkeypatch.setenv("CONVBENCH_TUNING", "off")
+    if request.node.get_closest_marker("tuned") is not None:
+        monkeypatch.delenv("CONVBENCH_TUNING", raising=False)
 
 
 @pytest.fixture
