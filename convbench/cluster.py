@@ -78,7 +78,9 @@ def connect(address: str) -> Client:
         client = Client(cluster)
     else:
         try:
-            client = Client(address, timeout="20s")
+            # Dask's connect timeout (30 s unless its configuration says otherwise, e.g.
+            # DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT=5s): how long a busy scheduler may take.
+            client = Client(address)
         except (OSError, TimeoutError) as exc:
             raise ValueError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
     if _slots(client) == 0:

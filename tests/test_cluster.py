@@ -23,9 +23,11 @@ PLUGINS = {"PYTHONPATH": str(TESTS), "CONVBENCH_PLUGINS": "plugin_backends"}
 SMOKE = 7
 
 
-def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _run(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return run_cli("run", "--suite", "smoke", "--quick", "--out", str(tmp_path / "res"), *args,
-                   cwd=tmp_path, env=PLUGINS)  # fmt: skip
+                   cwd=tmp_path, env={**PLUGINS, **(env or {})})  # fmt: skip
 
 
 def _store(tmp_path: Path) -> RunStore:
@@ -152,7 +154,10 @@ def test_a_cluster_of_ones_own(tmp_path: Path, scheduler: str) -> None:
 
 
 def test_an_unreachable_scheduler_is_one_line(tmp_path: Path) -> None:
-    proc = _run(tmp_path, "--backend", "torch", "--dask", f"tcp://127.0.0.1:{_free_port()}")
+    """Within the connect timeout of Dask's configuration (30 s by default), shortened here."""
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    timeout = {"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"}
+    proc = _run(tmp_path, "--backend", "torch", "--dask", address, env=timeout)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("convbench: error: cannot reach the Dask")
