@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -77,6 +78,13 @@ def registry() -> Iterator[None]:
     for name in backends.names():
         if name not in before:
             backends.unregister(name)
+
+
+def default_sigint() -> None:
+    """A child's ``preexec_fn``: Ctrl-C's default action, for tests that send SIGINT. A shell
+    starts background jobs with SIGINT ignored, their children inherit that, and Python then
+    raises no KeyboardInterrupt: the suite run in the background would fail those tests."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_cli(

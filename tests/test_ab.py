@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import default_sigint, run_cli
 
 from convbench.results import Record
 from convbench.verdicts import compare
@@ -235,6 +235,7 @@ def test_ab_interrupted_keeps_the_finished_cases(repo: Path, tmp_path: Path) -> 
         [sys.executable, "-m", "convbench", "ab", "A", "A", "--suite", "smoke", "--backend",
          "torch", "--threads", "1", "--out", str(out)],
         cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=default_sigint,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import default_sigint, run_cli
 
 from convbench.results import RunStore
 from convbench.spec import parse
@@ -269,6 +269,7 @@ def test_interrupt_keeps_records_and_resume_completes(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,
     )
     deadline = time.monotonic() + 120
     records_file = None
