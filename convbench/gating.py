@@ -107,13 +107,18 @@ def timing_gate(
 def instruction_gate(
     console: Console, baseline: Path, margin: float, write_baseline: bool = False
 ) -> int:
-    """Count the gate's cases in one valgrind process and judge each count against
-    ``baseline`` (EXIT_FAILED past ``margin`` per cent, or a case missing); or write it."""
+    """Count the gate's cases in GATE_PARTS valgrind processes at once and judge each count
+    against ``baseline`` (EXIT_FAILED past ``margin`` per cent, or a case missing); or write
+    it."""
     base = None if write_baseline else instructions.read_baseline(baseline)
     cases = instructions.gate_cases()
-    console.print(f"gate: counting the instructions of {len(cases)} cases under callgrind")
+    parts = instructions.GATE_PARTS
+    console.print(
+        f"gate: counting the instructions of {len(cases)} cases under callgrind, "
+        f"in {parts} processes"
+    )
     try:
-        run = instructions.count_instructions(cases, workdir=CALLGRIND_GATE, on_case=count_line)
+        run = instructions.count_in_parts(cases, parts, workdir=CALLGRIND_GATE, on_case=count_line)
     except instructions.CountError as exc:
         console.print(f"gate: not counted: {exc}", markup=False, highlight=False)
         return EXIT_FAILED
