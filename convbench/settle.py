@@ -257,12 +257,7 @@ def _whole(
             name: clock.sampler(lambda net=net: net(x)) for name, net in nets.items()
         }
         rounds = interleaved(samplers, budget_s, seed=0)
-    between = None
-    if {"per-layer", "settled"} <= set(nets):
-        settled = rounds.timings["settled"].samples_s
-        per_layer = rounds.timings["per-layer"].samples_s
-        n = min(len(settled), len(per_layer))
-        between = paired_ratio(settled[:n], per_layer[:n])
+    between = rounds.ratio("settled", "per-layer")
     return {name: rounds.speedup(name) for name in nets}, between  # type: ignore[misc]
 
 

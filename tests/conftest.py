@@ -54,7 +54,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def untimed_session() -> Iterator[None]:
     """``CONVBENCH_TUNING=off`` for the whole session (see ``untimed_choices``): module-scoped
     fixtures are set up before any test's own fixtures, and would otherwise time every
-    candidate of every prepare they make (the tolerance fixture took 100 s so, 30 s without)."""
+    candidate of every prepare they make (the tolerance fixture took 100 s so, 29 s without)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CONVBENCH_TUNING", "off")
         yield

@@ -71,6 +71,7 @@ def counted(workdir: Path, tmp_path_factory: pytest.TempPathFactory) -> CountRun
     return count_in_parts(cases, 2, env=env, workdir=workdir)
 
 
+@needs_valgrind
 def test_numba_compiles_outside_valgrind_and_valgrind_loads_it(
     counted: CountRun, workdir: Path
 ) -> None:
@@ -78,10 +79,10 @@ def test_numba_compiles_outside_valgrind_and_valgrind_loads_it(
     compile them for the target the counted pass asks for, so that the counted pass finds them
     in the cache (Numba's cache key holds the CPU's name and its feature string)."""
     probes = [(part / "probe.log").read_text() for part in sorted(workdir.glob("part-*"))]
-    counted = [(part / "child.log").read_text() for part in sorted(workdir.glob("part-*"))]
-    assert len(probes) == len(counted) == 2
+    valgrinds = [(part / "child.log").read_text() for part in sorted(workdir.glob("part-*"))]
+    assert len(probes) == len(valgrinds) == 2
     assert any("data saved" in probe for probe in probes)  # the other part's may load it
-    assert all("data loaded" in log and "data saved" not in log for log in counted)
+    assert all("data loaded" in log and "data saved" not in log for log in valgrinds)
 
 
 @needs_valgrind

@@ -146,11 +146,16 @@ class Rounds:
     def speedup(self, name: str) -> Ratio | None:
         """The baseline's time over ``name``'s, paired by round (above 1: ``name`` is faster),
         over the rounds both took part in."""
-        if self.baseline not in self.timings or name == self.baseline or name not in self.timings:
+        return None if self.baseline is None else self.ratio(self.baseline, name)
+
+    def ratio(self, base: str, name: str) -> Ratio | None:
+        """``base``'s time over ``name``'s, paired by round, over the rounds both took part in
+        (a participant that raised left the rounds early)."""
+        if base not in self.timings or name == base or name not in self.timings:
             return None
-        xs = self.timings[name].samples_s
-        base = self.timings[self.baseline].samples_s[: len(xs)]  # type: ignore[index]
-        return paired_ratio(base, xs)
+        xs, ys = self.timings[base].samples_s, self.timings[name].samples_s
+        n = min(len(xs), len(ys))
+        return paired_ratio(xs[:n], ys[:n])
 
 
 def _known(
