@@ -15,36 +15,21 @@ Tiles are numbered p = (image·th + tile row)·tw + tile column; a call covers t
 [p0, p1), so a caller can block the work as the torch path does. Each thread takes a run of
 tiles and a scratch tile of its own, which the caller allocates once (``scratch``): a kernel
 that allocates nothing does the same work at every call, instruction for instruction, as
-counting instructions needs. Of fast-math only multiply-add contraction is allowed: no
-NaN or infinity is assumed away, and every sum is taken in the order written.
+counting instructions needs.
 """
 
 from __future__ import annotations
 
 import numba
 import numpy as np
-import torch
 from numba import njit, prange
+
+from convbench.backends.numba_pool import JIT, POOL, use_threads
 
 __all__ = ["POOL", "input_transform", "output_transform", "use_threads"]
 
-POOL = numba.config.NUMBA_NUM_THREADS
-"""Threads in Numba's pool: the rows of a scratch array."""
 
-_JIT = {"parallel": True, "cache": True, "boundscheck": False, "fastmath": {"contract"}}
-
-
-def use_threads(n: int) -> None:
-    """Run the kernels on ``n`` threads, as many as torch runs its operators on (at most
-    Numba's pool): a run on one thread must not compute a stage on two."""
-    numba.set_num_threads(max(1, min(n, POOL)))
-    # The first call launches Numba's pool, which sets the thread count of the OpenMP runtime
-    # it shares with torch to the pool's size: torch's own count is put back.
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
-
-
-@njit(**_JIT)
+@njit(**JIT)
 def input_transform(
     xp: np.ndarray,
     bt_h: np.ndarray,
@@ -89,7 +74,7 @@ def input_transform(
                                 v[row, p - p0, k] += f * t[a, j, k]
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def output_transform(
     mm: np.ndarray,
     at_h: np.ndarray,
