@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from convbench import backends
-from convbench.backends.base import fastest, tile_blocks
+from convbench.backends.base import fastest, tile_blocks, unit_roundoff
 from convbench.backends.direct import Im2colBackend
 from convbench.backends.fft import (
     DISTINCT_AREA,
@@ -169,6 +169,48 @@ def test_random_candidates_are_correct(seed: int) -> None:
             )
     if spec.kh * spec.kw > 1:
         _assert_correct(spec, "im2col", lambda s, w, b: Im2colBackend._nhwc(s, w, b, 5))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(1, 9),
+    st.integers(1, 9),
+    st.integers(1, 4),
+    st.integers(1, 70),
+    st.sampled_from([torch.float32, torch.float64]),
+    st.integers(0, 2**31),
+)
+def test_fused_channel_sums_match_a_product_of_spectra(
+    n: int, g: int, cg: int, kg: int, t: int, nf: int, dtype: torch.dtype, seed: int
+) -> None:
+    """The fused kernel sums Y[n, k, t, f] = Σ_c X[n, c, t, f]·W[k, c, f] within each group
+    for any channel counts (not only multiples of its block of four outputs), frequencies (not
+    only multiples of its run) and both precisions, on random spectra."""
+    from convbench.backends import fft_kernels
+
+    gen = torch.Generator().manual_seed(seed)
+    cplx = torch.complex64 if dtype == torch.float32 else torch.complex128
+    x = torch.randn(n, g * cg, t, nf, dtype=cplx, generator=gen)
+    w = torch.randn(g * kg, cg, nf, dtype=cplx, generator=gen)
+    y = torch.full((n, g * kg, t, nf), float("nan"), dtype=cplx)
+    scratch = torch.empty(fft_kernels.POOL, cg, 2, fft_kernels.LANES, dtype=dtype).numpy()
+    fft_kernels.channel_sums(
+        torch.view_as_real(x).reshape(n, g * cg, t, 2 * nf).numpy(),
+        fft_kernels.weight_layout(w, g),
+        torch.view_as_real(y).view(n, g * kg, t, 2 * nf).numpy(),
+        scratch,
+    )
+    want = torch.einsum(
+        "ngctf,gkcf->ngktf",
+        x.to(torch.complex128).view(n, g, cg, t, nf),
+        w.to(torch.complex128).view(g, kg, cg, nf),
+    ).reshape(y.shape)
+    scale = want.abs().max().item()
+    assert (y.to(torch.complex128) - want).abs().max().item() <= 4 * cg * unit_roundoff(dtype) * (
+        1 + scale
+    )
 
 
 @settings(max_examples=200, deadline=None)

@@ -25,7 +25,9 @@ depends on the caches):
 where gemm_rate falls off for short products (few rows or few channels: the fixed cost of a
 small GEMM), as GEMM_OVERHEAD says. With few channels the sums are also tried as C/g
 multiply-accumulates over all frequencies and tiles at once (no per-product cost, no reordering
-of the spectra): the form that wins for a single image of 8 channels. A small image with a
+of the spectra), on the CPU in one fused loop that reads each spectrum once (``fft_kernels``):
+the form that wins for a single image of 8 or 16 channels, where it reads the weight spectrum
+once a call and the per-frequency GEMMs would have one row. A small image with a
 large kernel keeps one tile (the overlap S/T would waste most of the work); many channels favour
 tiles just large enough that the weight spectrum stays in cache; few channels, whose FFTs
 dominate, favour mid-sized tiles.
@@ -41,6 +43,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import scipy.fft
 import torch
 from torch.profiler import record_function
@@ -208,7 +211,7 @@ the spectra of a whole large problem run to hundreds of megabytes, and each of t
 them would stream through memory; blocks of this size stay in the caches between steps."""
 
 
-Transform = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Transform = Callable[[torch.Tensor], torch.Tensor]
 Transforms = tuple[torch.Tensor, Transform, Transform]
 
 
@@ -228,9 +231,10 @@ def _pipeline(
     twice the weight spectrum where that is larger).
 
     The channel sums are a GEMM per frequency over the spectra reordered frequency-major, or,
-    with ``mac``, C/g multiply-accumulates over every frequency and tile at once in the
-    spectra's own layout: no reordering and no per-product cost, which wins where a GEMM
-    would have a handful of rows and channels."""
+    with ``mac``, multiply-accumulates over every frequency and tile at once in the spectra's
+    own layout: no reordering and no per-product cost, which wins where a GEMM would have a
+    handful of rows and channels. On the CPU those are one fused Numba loop
+    (``fft_kernels``); elsewhere C/g ``addcmul`` passes of torch's."""
     n, c, k = spec.mb, spec.ic, spec.oc
     g, kg, cg = spec.g, k // spec.g, c // spec.g
     (th, tw), (sh, sw), (nh, nw) = tiling.size, tiling.step, tiling.tiles
@@ -241,21 +245,26 @@ def _pipeline(
         block_bytes = max(BLOCK_BYTES, 2 * wf.numel() * wf.element_size())
     blocks = tile_blocks(n, nh, nw, block_bytes // (2 * (c + k) * nf * wf.element_size()))
     most = max(b.tiles for b in blocks)
-    if mac:
+    fused = mac and wf.device.type == "cpu"
+    if fused:
+        # Imported here: Numba takes a second to import, which no other command should pay.
+        from convbench.backends import fft_kernels as kernels
+
+        wt = kernels.weight_layout(wf, g)
+        scratch = np.empty((kernels.POOL, cg, 2, kernels.LANES), dtype=wt.dtype)
+    elif mac:
         # (1, G, K/g, C/g, 1, 1, F): channel c's weights, broadcast over images and tiles.
         wt = wf.reshape(1, g, kg, cg, 1, 1, nf).contiguous()
     else:
         # (frequency·group, C/g, K/g): the right operands of one GEMM per frequency.
         wt = wf.reshape(g, kg, cg, nf).permute(3, 0, 2, 1).reshape(nf * g, cg, kg).contiguous()
-    # Workspaces kept from call to call (fresh large buffers are paged in anew every time);
-    # the zero border of ``xpad`` is the FFT's zero padding. Not re-entrant.
+    # Workspaces kept from call to call for the padded input, whose zero border is the FFT's
+    # zero padding, and for the channel sums. Not re-entrant.
     real = {"dtype": wf.real.dtype, "device": wf.device}
     cplx = {"dtype": wf.dtype, "device": wf.device}
     xpad = torch.zeros(n, c, *tiling.extent, **real)
-    xf = torch.empty(most * c * nf, **cplx)
     xt = torch.empty(0 if mac else most * c * nf, **cplx)
     yt = torch.empty(most * k * nf, **cplx)
-    full = torch.empty(most * k * th * tw, **real)
     rows_out = slice(0, (spec.oh - 1) * spec.sh + 1, spec.sh)
     cols_out = slice(0, (spec.ow - 1) * spec.sw + 1, spec.sw)
     bias6 = None if bias is None else bias.view(1, -1, 1, 1, 1, 1)
@@ -266,9 +275,18 @@ def _pipeline(
         with record_function("fft/forward"):
             src = xpad[blk.images, :, top : top + (br - 1) * sh + th]
             tiles = src.unfold(2, th, sh).unfold(3, tw, sw)  # (bn, C, br, nw, th, tw)
-            spectra = forward(tiles, xf[: r * c * nf].view(bn, c, br, nw, th, half))
+            spectra = forward(tiles)  # (bn, C, br, nw, th, half)
         with record_function("fft/pointwise"):
-            if mac:
+            if fused:
+                kernels.use_threads(torch.get_num_threads())
+                kernels.channel_sums(
+                    torch.view_as_real(spectra).reshape(bn, c, br * nw, 2 * nf).numpy(),
+                    wt,
+                    torch.view_as_real(yt[: r * k * nf]).view(bn, k, br * nw, 2 * nf).numpy(),
+                    scratch,
+                )
+                fb = yt[: r * k * nf].view(bn, k, br, nw, th, half)
+            elif mac:
                 xs = spectra.view(bn, g, 1, cg, br, nw, nf)
                 fb = yt[: r * k * nf].view(bn, g, kg, br, nw, nf)
                 torch.mul(xs[:, :, :, 0], wt[:, :, :, 0], out=fb)
@@ -283,10 +301,8 @@ def _pipeline(
                 # input anyway (they work in it).
                 fb = yb.view(nf, g, bn, br, nw, kg).permute(2, 1, 5, 3, 4, 0)
         with record_function("fft/inverse"):
-            res = inverse(
-                fb.reshape(bn, k, br, nw, th, half),  # a view unless groups must be merged
-                full[: r * k * th * tw].view(bn, k, br, nw, th, tw),
-            )
+            # A view unless groups must be merged.
+            res = inverse(fb.reshape(bn, k, br, nw, th, half))
             out = res[..., :sh, :sw].transpose(3, 4)
             # Each tile's first S×S outputs in place, the bias added on the way.
             dst = y[blk.images, :, top : top + br * sh].view(bn, k, br, sh, nw, sw)
@@ -324,8 +340,9 @@ class _FFTBase:
         self, spec: ConvSpec, size: tuple[int, int], weight: torch.Tensor, workers: int
     ) -> Transforms:
         """The conjugated weight spectrum on a ``size`` grid (K, C/g, Th, Tw/2+1) and the two
-        transforms ``forward(tiles, out)`` and ``inverse(spectra, out)``, each returning its
-        result (in ``out`` where the library can write there), on ``workers`` threads where the
+        transforms ``forward(tiles)`` and ``inverse(spectra)``, each returning a new tensor
+        (writing into a workspace, ``out=``, made torch.fft copy its result: 0.29 against 0.23
+        ms for sixteen 140×140 tiles), on ``workers`` threads where the
         library has threads of its own."""
         raise NotImplementedError
 
@@ -408,11 +425,11 @@ class FFTTorchBackend(_FFTBase):
         with record_function("fft/filter_spectrum"):
             wf = torch.fft.rfft2(_dilated(spec, weight), s=(th, tw)).conj().resolve_conj()
 
-        def forward(tiles: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-            return torch.fft.rfft2(tiles, out=out)
+        def forward(tiles: torch.Tensor) -> torch.Tensor:
+            return torch.fft.rfft2(tiles)
 
-        def inverse(spectra: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-            return torch.fft.irfft2(spectra, s=(th, tw), out=out)
+        def inverse(spectra: torch.Tensor) -> torch.Tensor:
+            return torch.fft.irfft2(spectra, s=(th, tw))
 
         return wf, forward, inverse
 
@@ -448,12 +465,10 @@ class FFTScipyBackend(_FFTBase):
             w = _dilated(spec, weight).numpy()
             wf = torch.from_numpy(scipy.fft.rfft2(w, s=(th, tw), workers=workers).conj())
 
-        def forward(tiles: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-            del out  # scipy.fft allocates its result
+        def forward(tiles: torch.Tensor) -> torch.Tensor:
             return torch.from_numpy(scipy.fft.rfft2(tiles.numpy(), workers=workers))
 
-        def inverse(spectra: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-            del out
+        def inverse(spectra: torch.Tensor) -> torch.Tensor:
             # The spectra are rebuilt every call: pocketfft may work in them.
             res = scipy.fft.irfft2(spectra.numpy(), s=(th, tw), workers=workers, overwrite_x=True)
             return torch.from_numpy(res)
