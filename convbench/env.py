@@ -17,6 +17,7 @@ import scipy
 import torch
 
 from convbench import __version__
+from convbench.measure.allocator import keep_freed_memory
 
 __all__ = ["cpu_count", "cpu_model", "fingerprint", "gemm_gflops", "gpu_info"]
 
@@ -155,6 +156,8 @@ def fingerprint(threads: int, devices: list[str]) -> dict[str, Any]:
         "torch_build": _torch_build(),
         "gemm_gflops": {d: round(gemm_gflops(d), 1) for d in devices},
         "gpu": gpu_info(),
+        # Whether the run kept freed memory in the process (measure/allocator.py).
+        "freed_memory_kept": keep_freed_memory(),
         "env": {
             k: v
             for k, v in os.environ.items()

@@ -29,6 +29,7 @@ from convbench.backends.base import UnsupportedConfig, conv_input
 from convbench.env import device_name
 from convbench.inputs import Inputs, make_inputs
 from convbench.measure.accuracy import Accuracy, compare
+from convbench.measure.allocator import keep_freed_memory
 from convbench.measure.memory import allocation
 from convbench.measure.timing import (
     Clock,
@@ -205,6 +206,7 @@ def make_ready(case: Case, inputs: Inputs, ref: torch.Tensor) -> Ready:
     For a case the backend ``supports`` (``ready`` and the sweep ask first); ``prepare`` may
     still raise ``UnsupportedConfig``.
     """
+    keep_freed_memory()  # before prepare, whose tuning times the candidates
     backend = backends.get(case.backend)
     dtype = DTYPES[case.dtype]
     data = inputs.to(case.device, dtype)

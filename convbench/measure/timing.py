@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from convbench.measure.allocator import keep_freed_memory
 from convbench.measure.stats import Ratio, median_ci, paired_ratio
 
 __all__ = [
@@ -109,10 +110,13 @@ def summarize(samples: list[float], number: int = 1, noisy_iqr: float = 0.1) -> 
 
 
 class Clock:
-    """Seconds taken by ``number`` calls of ``fn``, read after the device is synchronised."""
+    """Seconds taken by ``number`` calls of ``fn``, read after the device is synchronised; a
+    process that makes one keeps its freed memory (``allocator``), so that a call's time does
+    not depend on what the process allocated before it."""
 
     def __init__(self, device: str) -> None:
         self.cuda = device.startswith("cuda")
+        keep_freed_memory()
 
     def __call__(self, fn: Callable[[], object], number: int) -> float:
         if self.cuda:
