@@ -30,7 +30,14 @@ from convbench import (
     tuning,
     verdicts,
 )
-from convbench.console import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, run_sweep, titled_table
+from convbench.console import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    print_comparison,
+    print_summary,
+    run_sweep,
+)
 from convbench.console import console as make_console
 from convbench.counting import count_line, count_pass, require_valgrind
 from convbench.env import cpu_count, fingerprint
@@ -39,10 +46,7 @@ from convbench.model_run import run_model
 from convbench.profiling import TRACES
 from convbench.report.report import REPORT, load, render_report
 from convbench.report.summary import (
-    format_bytes,
     format_seconds,
-    status_counts,
-    summarize_cases,
 )
 from convbench.results import Record, RunStore, write_file
 from convbench.spec import ConvSpec
@@ -685,59 +689,6 @@ def _new_config(args: argparse.Namespace) -> dict[str, Any]:
     return {"workloads": [{"spec": w.spec.format(), "fill": w.fill} for w in workloads]} | selection
 
 
-def _print_summary(console: Console, records: list[Record]) -> None:
-    rows = summarize_cases(records)
-    table = titled_table(
-        "convbench summary",
-        [
-            "case",
-            "device",
-            "dtype",
-            "fastest",
-            "time",
-            "vs baseline [95% CI]",
-            "peak mem",
-            "least mem",
-            "worst rel. error",
-            "status",
-        ],
-        right=(
-            "time",
-            "vs baseline [95% CI]",
-            "peak mem",
-            "least mem",
-            "worst rel. error",
-        ),
-    )
-    hosts = len({r.host for r in records})
-    for row in rows:
-        table.add_row(
-            esc_rich(row.name or row.spec),
-            row.where(hosts),
-            row.dtype,
-            row.winner_text,
-            format_seconds(row.median_s),
-            row.speedup_text,
-            format_bytes(row.peak_bytes),
-            row.least_bytes_text,
-            row.worst_error_text,
-            " ".join(f"{n} {s}" for s, n in sorted(row.statuses.items())),
-        )
-    console.print(table)
-    counts = status_counts(records)
-    console.print(
-        f"{len(records)} record{'' if len(records) == 1 else 's'}: "
-        + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    )
-    for r in records:
-        if r.status in ("failed", "inaccurate"):
-            console.print(
-                f"  {r.status}: {r.backend} {r.device} {r.dtype} {r.name or r.spec}: {r.reason}",
-                markup=False,
-                highlight=False,
-            )
-
-
 def _start(args: argparse.Namespace) -> tuple[RunStore, dict[str, Any]]:
     """A new run folder with the resolved selection and the environment written into it."""
     config = _new_config(args)
@@ -791,7 +742,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     counted = EXIT_OK if interrupted else count_pass(console, store, config, records)
     if counted == EXIT_INTERRUPTED:
         interrupted = EXIT_INTERRUPTED
-    _print_summary(console, records)
+    print_summary(console, records)
     _write_run_report(console, store, records)
     console.print(
         f"wall time {wall:.1f} s; results: {store.path}",
@@ -916,60 +867,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
         write_file(args.html, render_comparison(c, base.run_id, new.run_id))
         console.print(f"html: {args.html}", markup=False)
     return EXIT_FAILED if c.bad else EXIT_OK
-
-
-def print_comparison(console: Console, c: verdicts.Comparison, command: str) -> None:
-    """A comparison's environment differences, changed cases, counts and conclusion, as
-    ``compare`` and ``ab`` print them."""
-    from convbench.report.compare import CHANGE_COLUMNS, backend_change_text, change_cells
-
-    if c.environment:
-        env = Table("environment", "base", "new", title="environment differences")
-        for key, a, b in c.environment:
-            env.add_row(key, str(a), str(b))
-        console.print(env)
-    else:
-        console.print("environment: the same (but for the time)")
-    table = Table(*(col.label for col in CHANGE_COLUMNS), title="changes")
-    shown = [ch for ch in c.changes if ch.verdict != "unchanged"]
-    for ch in shown:
-        table.add_row(*(esc_rich(cell.text) for cell in change_cells(ch)))
-    if shown:
-        console.print(table)
-    console.print(
-        f"{len(c.changes)} cases: " + ", ".join(f"{n} {v}" for v, n in c.counts.items()),
-        markup=False,
-    )
-    if c.backends:
-        per = Table(
-            "backend",
-            "cases",
-            "median change [95% CI]",
-            "p",
-            "verdict",
-            title=f"backends over their cases (count past {c.backend_threshold:g} %)",
-        )
-        for b in c.backends:
-            per.add_row(
-                esc_rich(b.label),
-                str(b.ratio.n),
-                backend_change_text(b),
-                f"{b.p_value:.2g}" if b.p_value is not None else "-",
-                b.verdict,
-            )
-        console.print(per)
-    untested = c.counts.get("untested", 0)
-    if untested:
-        console.print(
-            f"[yellow]{command}: {untested} cases moved by more than {c.threshold:g} % with too "
-            "few samples to test (a --quick run takes 3); run them without --quick to tell[/]"
-        )
-    if c.bad:
-        worse = [f"{n} {v}" for v, n in c.counts.items() if v in verdicts.BAD]
-        worse += [f"backend {b.label} slower" for b in c.worse_backends]
-        console.print(f"[red]{command}: WORSE: {esc_rich(', '.join(worse))}[/]")
-    else:
-        console.print(f"{command}: nothing got significantly slower or less accurate")
 
 
 def cmd_ab(args: argparse.Namespace) -> int:

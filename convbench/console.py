@@ -1,5 +1,6 @@
-"""What the commands share on the terminal: the console, and a sweep's progress (a progress
-bar on a terminal, one status line per case in a log)."""
+"""What the commands share on the terminal: the console, a sweep's progress (a progress bar
+on a terminal, one status line per case in a log), a run's summary table, and a comparison's
+verdicts as ``compare`` and ``ab`` print them."""
 
 from __future__ import annotations
 
@@ -8,12 +9,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape as esc_rich
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from convbench import execution
+from convbench import execution, verdicts
 from convbench.execution import Terminated
-from convbench.report.summary import format_seconds
+from convbench.report.summary import (
+    format_bytes,
+    format_seconds,
+    status_counts,
+    summarize_cases,
+)
 from convbench.results import Record, RunStore
 from convbench.sweep import Case
 
@@ -121,3 +128,112 @@ def run_sweep(
     stop = outcome.interrupted
     code = 0 if stop is None else stop.code if isinstance(stop, Terminated) else EXIT_INTERRUPTED
     return outcome.records, outcome.total, outcome.wall_s, code
+
+
+def print_summary(console: Console, records: list[Record]) -> None:
+    """A run's table of cases (fastest backend, its speed-up over the baseline, memory, worst
+    error, statuses), its counts, and a line for each failed or inaccurate record."""
+    rows = summarize_cases(records)
+    table = titled_table(
+        "convbench summary",
+        [
+            "case",
+            "device",
+            "dtype",
+            "fastest",
+            "time",
+            "vs baseline [95% CI]",
+            "peak mem",
+            "least mem",
+            "worst rel. error",
+            "status",
+        ],
+        right=(
+            "time",
+            "vs baseline [95% CI]",
+            "peak mem",
+            "least mem",
+            "worst rel. error",
+        ),
+    )
+    hosts = len({r.host for r in records})
+    for row in rows:
+        table.add_row(
+            esc_rich(row.name or row.spec),
+            row.where(hosts),
+            row.dtype,
+            row.winner_text,
+            format_seconds(row.median_s),
+            row.speedup_text,
+            format_bytes(row.peak_bytes),
+            row.least_bytes_text,
+            row.worst_error_text,
+            " ".join(f"{n} {s}" for s, n in sorted(row.statuses.items())),
+        )
+    console.print(table)
+    counts = status_counts(records)
+    console.print(
+        f"{len(records)} record{'' if len(records) == 1 else 's'}: "
+        + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    )
+    for r in records:
+        if r.status in ("failed", "inaccurate"):
+            console.print(
+                f"  {r.status}: {r.backend} {r.device} {r.dtype} {r.name or r.spec}: {r.reason}",
+                markup=False,
+                highlight=False,
+            )
+
+
+def print_comparison(console: Console, c: verdicts.Comparison, command: str) -> None:
+    """A comparison's environment differences, changed cases, counts and conclusion, as
+    ``compare`` and ``ab`` print them."""
+    from convbench.report.compare import CHANGE_COLUMNS, backend_change_text, change_cells
+
+    if c.environment:
+        env = Table("environment", "base", "new", title="environment differences")
+        for key, a, b in c.environment:
+            env.add_row(key, str(a), str(b))
+        console.print(env)
+    else:
+        console.print("environment: the same (but for the time)")
+    table = Table(*(col.label for col in CHANGE_COLUMNS), title="changes")
+    shown = [ch for ch in c.changes if ch.verdict != "unchanged"]
+    for ch in shown:
+        table.add_row(*(esc_rich(cell.text) for cell in change_cells(ch)))
+    if shown:
+        console.print(table)
+    console.print(
+        f"{len(c.changes)} cases: " + ", ".join(f"{n} {v}" for v, n in c.counts.items()),
+        markup=False,
+    )
+    if c.backends:
+        per = Table(
+            "backend",
+            "cases",
+            "median change [95% CI]",
+            "p",
+            "verdict",
+            title=f"backends over their cases (count past {c.backend_threshold:g} %)",
+        )
+        for b in c.backends:
+            per.add_row(
+                esc_rich(b.label),
+                str(b.ratio.n),
+                backend_change_text(b),
+                f"{b.p_value:.2g}" if b.p_value is not None else "-",
+                b.verdict,
+            )
+        console.print(per)
+    untested = c.counts.get("untested", 0)
+    if untested:
+        console.print(
+            f"[yellow]{command}: {untested} cases moved by more than {c.threshold:g} % with too "
+            "few samples to test (a --quick run takes 3); run them without --quick to tell[/]"
+        )
+    if c.bad:
+        worse = [f"{n} {v}" for v, n in c.counts.items() if v in verdicts.BAD]
+        worse += [f"backend {b.label} slower" for b in c.worse_backends]
+        console.print(f"[red]{command}: WORSE: {esc_rich(', '.join(worse))}[/]")
+    else:
+        console.print(f"{command}: nothing got significantly slower or less accurate")
