@@ -171,46 +171,76 @@ def test_random_candidates_are_correct(seed: int) -> None:
         _assert_correct(spec, "im2col", lambda s, w, b: Im2colBackend._nhwc(s, w, b, 5))
 
 
-@settings(max_examples=60, deadline=None)
+def _whole(half_spectra: torch.Tensor, width: int) -> torch.Tensor:
+    """Whole spectra (..., rows, width) from the half spectra of real signals (..., rows,
+    width/2 + 1), by Hermitian symmetry: Z[u, v] = conj(Z[−u, −v])."""
+    rows, half = half_spectra.shape[-2:]
+    out = half_spectra.new_zeros(*half_spectra.shape[:-1], width)
+    out[..., :half] = half_spectra
+    for v in range(half, width):
+        out[..., v] = half_spectra[..., (-torch.arange(rows)) % rows, width - v].conj()
+    return out
+
+
+@settings(max_examples=100, deadline=None)
 @given(
     st.integers(1, 3),
     st.integers(1, 3),
     st.integers(1, 9),
     st.integers(1, 9),
     st.integers(1, 4),
-    st.integers(1, 70),
+    st.integers(1, 6),
+    st.integers(1, 12),
+    st.booleans(),
     st.sampled_from([torch.float32, torch.float64]),
     st.integers(0, 2**31),
 )
 def test_fused_channel_sums_match_a_product_of_spectra(
-    n: int, g: int, cg: int, kg: int, t: int, nf: int, dtype: torch.dtype, seed: int
+    n: int,
+    g: int,
+    cg: int,
+    kg: int,
+    t: int,
+    rows: int,
+    width: int,
+    paired: bool,
+    dtype: torch.dtype,
+    seed: int,
 ) -> None:
     """The fused kernel sums Y[n, k, t, f] = Σ_c X[n, c, t, f]·W[k, c, f] within each group
     for any channel counts (not only multiples of its block of four outputs), frequencies (not
-    only multiples of its run) and both precisions, on random spectra."""
+    only multiples of its run) and both precisions; paired (one group), it writes
+    Y₂ₚ + i·Y₂ₚ₊₁ over the whole rows × width grid, an odd last output paired with zeros."""
     from convbench.backends import fft_kernels
 
+    g = 1 if paired else g
+    nf = rows * (width // 2 + 1)
     gen = torch.Generator().manual_seed(seed)
     cplx = torch.complex64 if dtype == torch.float32 else torch.complex128
-    x = torch.randn(n, g * cg, t, nf, dtype=cplx, generator=gen)
-    w = torch.randn(g * kg, cg, nf, dtype=cplx, generator=gen)
-    y = torch.full((n, g * kg, t, nf), float("nan"), dtype=cplx)
+    # Spectra of real signals, as the kernel meets them.
+    signals = torch.randn(n, g * cg, t, rows, width, dtype=torch.float64, generator=gen)
+    x = torch.fft.rfft2(signals).reshape(n, g * cg, t, nf)
+    w = torch.randn(g * kg, cg, nf, dtype=torch.complex128, generator=gen)
+    want = torch.einsum(
+        "ngctf,gkcf->ngktf", x.view(n, g, cg, t, nf), w.view(g, kg, cg, nf)
+    ).reshape(n, g * kg, t, nf)
+    if paired:
+        pairs = (kg + 1) // 2
+        ys = torch.cat([want, want.new_zeros(n, 2 * pairs - kg, t, nf)], 1)
+        ys = _whole(ys.view(n, pairs, 2, t, rows, nf // rows), width)
+        want = (ys[:, :, 0] + 1j * ys[:, :, 1]).reshape(n, pairs, t, rows * width)
+    y = torch.full(want.shape, float("nan"), dtype=cplx)
     scratch = torch.empty(fft_kernels.POOL, cg, 2, fft_kernels.LANES, dtype=dtype).numpy()
     fft_kernels.channel_sums(
-        torch.view_as_real(x).reshape(n, g * cg, t, 2 * nf).numpy(),
-        fft_kernels.weight_layout(w, g),
-        torch.view_as_real(y).view(n, g * kg, t, 2 * nf).numpy(),
+        torch.view_as_real(x.to(cplx)).reshape(*x.shape[:3], -1).numpy(),
+        fft_kernels.weight_layout(w.to(cplx), g),
+        torch.view_as_real(y).view(*y.shape[:3], -1).numpy(),
         scratch,
+        width if paired else 0,
     )
-    want = torch.einsum(
-        "ngctf,gkcf->ngktf",
-        x.to(torch.complex128).view(n, g, cg, t, nf),
-        w.to(torch.complex128).view(g, kg, cg, nf),
-    ).reshape(y.shape)
-    scale = want.abs().max().item()
-    assert (y.to(torch.complex128) - want).abs().max().item() <= 4 * cg * unit_roundoff(dtype) * (
-        1 + scale
-    )
+    scale = x.abs().max().item() * w.abs().max().item()
+    err = (y.to(torch.complex128) - want).abs().max().item()
+    assert err <= 8 * cg * unit_roundoff(dtype) * scale
 
 
 @settings(max_examples=200, deadline=None)

@@ -212,7 +212,7 @@ them would stream through memory; blocks of this size stay in the caches between
 
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
-Transforms = tuple[torch.Tensor, Transform, Transform]
+Transforms = tuple[torch.Tensor, Transform, Transform, Transform]
 
 
 def _pipeline(
@@ -222,6 +222,7 @@ def _pipeline(
     bias: torch.Tensor | None,
     forward: Transform,
     inverse: Transform,
+    inverse_pairs: Transform,
     block_bytes: int | None = None,
     mac: bool = False,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -234,7 +235,10 @@ def _pipeline(
     with ``mac``, multiply-accumulates over every frequency and tile at once in the spectra's
     own layout: no reordering and no per-product cost, which wins where a GEMM would have a
     handful of rows and channels. On the CPU those are one fused Numba loop
-    (``fft_kernels``); elsewhere C/g ``addcmul`` passes of torch's."""
+    (``fft_kernels``); elsewhere C/g ``addcmul`` passes of torch's. Without groups the loop
+    writes each pair of output channels as one whole complex spectrum, so the inverse is a
+    complex FFT of half as many channels (``inverse_pairs``), its real and imaginary parts the
+    two outputs; the output then has an even number of channels, and an odd one is dropped."""
     n, c, k = spec.mb, spec.ic, spec.oc
     g, kg, cg = spec.g, k // spec.g, c // spec.g
     (th, tw), (sh, sw), (nh, nw) = tiling.size, tiling.step, tiling.tiles
@@ -246,6 +250,8 @@ def _pipeline(
     blocks = tile_blocks(n, nh, nw, block_bytes // (2 * (c + k) * nf * wf.element_size()))
     most = max(b.tiles for b in blocks)
     fused = mac and wf.device.type == "cpu"
+    paired = fused and g == 1
+    pairs = (k + 1) // 2
     if fused:
         # Imported here: Numba takes a second to import, which no other command should pay.
         from convbench.backends import fft_kernels as kernels
@@ -265,9 +271,13 @@ def _pipeline(
     xpad = torch.zeros(n, c, *tiling.extent, **real)
     xt = torch.empty(0 if mac else most * c * nf, **cplx)
     yt = torch.empty(most * k * nf, **cplx)
+    zt = torch.empty(most * pairs * th * tw if paired else 0, **cplx)
     rows_out = slice(0, (spec.oh - 1) * spec.sh + 1, spec.sh)
     cols_out = slice(0, (spec.ow - 1) * spec.sw + 1, spec.sw)
     bias6 = None if bias is None else bias.view(1, -1, 1, 1, 1, 1)
+    if paired and bias is not None:
+        # (1, P, 2, 1, 1, 1, 1): channel 2p + r; a zero bias for the dropped odd channel.
+        bias6 = torch.cat([bias, bias.new_zeros(2 * pairs - k)]).view(1, pairs, 2, 1, 1, 1, 1)
 
     def block(y: torch.Tensor, blk: Block) -> None:
         bn, br, r = blk.images.stop - blk.images.start, blk.rows.stop - blk.rows.start, blk.tiles
@@ -279,13 +289,16 @@ def _pipeline(
         with record_function("fft/pointwise"):
             if fused:
                 kernels.use_threads(torch.get_num_threads())
+                per = th * tw if paired else nf  # frequencies a channel and tile
+                sums = zt[: r * pairs * per] if paired else yt[: r * k * per]
                 kernels.channel_sums(
                     torch.view_as_real(spectra).reshape(bn, c, br * nw, 2 * nf).numpy(),
                     wt,
-                    torch.view_as_real(yt[: r * k * nf]).view(bn, k, br * nw, 2 * nf).numpy(),
+                    torch.view_as_real(sums).view(bn, -1, br * nw, 2 * per).numpy(),
                     scratch,
+                    tw if paired else 0,
                 )
-                fb = yt[: r * k * nf].view(bn, k, br, nw, th, half)
+                fb = sums.view(bn, -1, br, nw, th, tw if paired else half)
             elif mac:
                 xs = spectra.view(bn, g, 1, cg, br, nw, nf)
                 fb = yt[: r * k * nf].view(bn, g, kg, br, nw, nf)
@@ -301,23 +314,29 @@ def _pipeline(
                 # input anyway (they work in it).
                 fb = yb.view(nf, g, bn, br, nw, kg).permute(2, 1, 5, 3, 4, 0)
         with record_function("fft/inverse"):
-            # A view unless groups must be merged.
-            res = inverse(fb.reshape(bn, k, br, nw, th, half))
-            out = res[..., :sh, :sw].transpose(3, 4)
+            rows = y[blk.images, :, top : top + br * sh]
+            if paired:
+                res = torch.view_as_real(inverse_pairs(fb))  # (bn, P, br, nw, th, tw, 2)
+                out = res[..., :sh, :sw, :].permute(0, 1, 6, 2, 4, 3, 5)
+                dst = rows.view(bn, pairs, 2, br, sh, nw, sw)
+            else:
+                # A view unless groups must be merged.
+                res = inverse(fb.reshape(bn, k, br, nw, th, half))
+                out = res[..., :sh, :sw].transpose(3, 4)
+                dst = rows.view(bn, k, br, sh, nw, sw)
             # Each tile's first S×S outputs in place, the bias added on the way.
-            dst = y[blk.images, :, top : top + br * sh].view(bn, k, br, sh, nw, sw)
             if bias6 is None:
                 dst.copy_(out)
             else:
                 torch.add(out, bias6, out=dst)
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        y = torch.empty(n, k, nh * sh, nw * sw, **real)
+        y = torch.empty(n, 2 * pairs if paired else k, nh * sh, nw * sw, **real)
         with record_function("fft/forward"):
             pad_into(spec, x, xpad)
         for blk in blocks:
             block(y, blk)
-        return y[:, :, rows_out, cols_out]
+        return y[:, :k, rows_out, cols_out]
 
     return run
 
@@ -339,8 +358,10 @@ class _FFTBase:
     def transforms(
         self, spec: ConvSpec, size: tuple[int, int], weight: torch.Tensor, workers: int
     ) -> Transforms:
-        """The conjugated weight spectrum on a ``size`` grid (K, C/g, Th, Tw/2+1) and the two
-        transforms ``forward(tiles)`` and ``inverse(spectra)``, each returning a new tensor
+        """The conjugated weight spectrum on a ``size`` grid (K, C/g, Th, Tw/2+1) and the three
+        transforms ``forward(tiles)`` (real to half spectra), ``inverse(spectra)`` (back to
+        real) and ``inverse_pairs(spectra)`` (whole complex spectra back to complex, over the
+        last two dimensions), each returning a new tensor
         (writing into a workspace, ``out=``, made torch.fft copy its result: 0.29 against 0.23
         ms for sixteen 140×140 tiles), on ``workers`` threads where the
         library has threads of its own."""
@@ -359,8 +380,8 @@ class _FFTBase:
         """The timed call for one tiling, its weight spectrum made here (the FFTs on
         ``workers`` threads, by default torch's)."""
         threads = workers or torch.get_num_threads()
-        wf, forward, inverse = self.transforms(spec, tiling.size, weight, threads)
-        return _pipeline(spec, tiling, wf, bias, forward, inverse, block_bytes, mac)
+        wf, *fns = self.transforms(spec, tiling.size, weight, threads)
+        return _pipeline(spec, tiling, wf, bias, *fns, block_bytes, mac)
 
     def prepare(self, spec: ConvSpec, weight: torch.Tensor, bias: torch.Tensor | None) -> Prepared:
         tilings = {"x".join(map(str, t.size)): t for t in plan(spec)}
@@ -431,7 +452,10 @@ class FFTTorchBackend(_FFTBase):
         def inverse(spectra: torch.Tensor) -> torch.Tensor:
             return torch.fft.irfft2(spectra, s=(th, tw))
 
-        return wf, forward, inverse
+        def inverse_pairs(spectra: torch.Tensor) -> torch.Tensor:
+            return torch.fft.ifft2(spectra)
+
+        return wf, forward, inverse, inverse_pairs
 
 
 class FFTScipyBackend(_FFTBase):
@@ -473,4 +497,8 @@ class FFTScipyBackend(_FFTBase):
             res = scipy.fft.irfft2(spectra.numpy(), s=(th, tw), workers=workers, overwrite_x=True)
             return torch.from_numpy(res)
 
-        return wf, forward, inverse
+        def inverse_pairs(spectra: torch.Tensor) -> torch.Tensor:
+            res = scipy.fft.ifft2(spectra.numpy(), workers=workers, overwrite_x=True)
+            return torch.from_numpy(res)
+
+        return wf, forward, inverse, inverse_pairs
