@@ -238,7 +238,7 @@ def _pipeline(
     (``fft_kernels``); elsewhere C/g ``addcmul`` passes of torch's. Without groups the loop
     writes each pair of output channels as one whole complex spectrum, so the inverse is a
     complex FFT of half as many channels (``inverse_pairs``), its real and imaginary parts the
-    two outputs; the output then has an even number of channels, and an odd one is dropped."""
+    two outputs (an odd last channel is paired with a zero one, computed and dropped)."""
     n, c, k = spec.mb, spec.ic, spec.oc
     g, kg, cg = spec.g, k // spec.g, c // spec.g
     (th, tw), (sh, sw), (nh, nw) = tiling.size, tiling.step, tiling.tiles
@@ -270,7 +270,7 @@ def _pipeline(
     cplx = {"dtype": wf.dtype, "device": wf.device}
     xpad = torch.zeros(n, c, *tiling.extent, **real)
     xt = torch.empty(0 if mac else most * c * nf, **cplx)
-    yt = torch.empty(most * k * nf, **cplx)
+    yt = torch.empty(0 if paired else most * k * nf, **cplx)
     zt = torch.empty(most * pairs * th * tw if paired else 0, **cplx)
     rows_out = slice(0, (spec.oh - 1) * spec.sh + 1, spec.sh)
     cols_out = slice(0, (spec.ow - 1) * spec.sw + 1, spec.sw)
