@@ -40,11 +40,11 @@ OUTPUTS = 4
 
 def weight_layout(wf: torch.Tensor, groups: int) -> np.ndarray:
     """The conjugated weight spectrum ``wf`` (K, C/g, frequencies...), complex, as the kernel
-    reads it:
-    (group, run of LANES frequencies, block of OUTPUTS output channels, input channel,
-    output channel of the block, real or imaginary part, frequency of the run), real, the
-    frequencies and output channels past the end zero (so the lanes of a last, partial run
-    sum to nothing that is written, whatever the scratch holds there)."""
+    reads it: (group, run of LANES frequencies, block of OUTPUTS output channels, input
+    channel, output channel of the block, real or imaginary part, frequency of the run), real.
+    The frequencies and output channels past the end are zero, so the lanes of a last, partial
+    run sum to nothing that is written, whatever the scratch holds there, and an odd last
+    output channel's partner in a pair sums to zero."""
     k, cg = wf.shape[:2]
     wf = wf.reshape(k, cg, -1)
     nf = wf.shape[2]
