@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -407,10 +408,9 @@ def count_in_parts(
     A count does not depend on the other cases of its process but for the first cases of a
     backend there (caches of the interpreter and the libraries still cold: the gate's cases
     in two parts counted within 0.96 % of their counts in one process), so the same cases in
-    the same parts count the same. The counts come back
-    part by part, each in ``count_instructions``'s order; ``on_case`` is told of each as it
-    ends (in any order); a part that cannot count at all raises ``CountError`` after the
-    others have ended."""
+    the same parts count the same. The counts come back part by part, each in
+    ``count_instructions``'s order; ``on_case`` is told of each as it ends (in any order); a
+    part that cannot count at all raises ``CountError`` after the others have ended."""
     if parts < 1:
         raise ValueError(f"parts must be at least 1, got {parts}")
     size = max(1, math.ceil(len(cases) / parts))
@@ -426,27 +426,21 @@ def count_in_parts(
                 on_case(count, done[0], len(cases))
 
     t0 = time.perf_counter()
-    runs: list[CountRun | None] = [None] * len(slices)
-    errors: list[BaseException] = []
-
-    def count(i: int) -> None:
-        try:
-            runs[i] = count_instructions(
-                slices[i], workdir=Path(workdir) / f"part-{i + 1}", on_case=tell, **options
+    # The pool's ``with`` waits for every part; ``result`` then re-raises a part's error.
+    with ThreadPoolExecutor(len(slices)) as pool:
+        futures = [
+            pool.submit(
+                count_instructions,
+                part,
+                workdir=Path(workdir) / f"part-{i + 1}",
+                on_case=tell,
+                **options,
             )
-        except BaseException as exc:  # re-raised below, once every part has ended
-            errors.append(exc)
-
-    threads = [threading.Thread(target=count, args=(i,)) for i in range(len(slices))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    done_runs = [r for r in runs if r is not None]
-    info = {**done_runs[0].info, "parts": len(slices), "wall_s": round(time.perf_counter() - t0, 1)}
-    return CountRun([c for r in done_runs for c in r.counts], info)
+            for i, part in enumerate(slices)
+        ]
+    runs = [f.result() for f in futures]
+    info = {**runs[0].info, "parts": len(slices), "wall_s": round(time.perf_counter() - t0, 1)}
+    return CountRun([c for r in runs for c in r.counts], info)
 
 
 def count_run(
