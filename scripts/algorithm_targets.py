@@ -110,13 +110,14 @@ def _geomean(xs: list[float]) -> float:
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
 
 
-def gemm_efficiency(spec: ConvSpec, params: dict, peak: float, cfg: TimingConfig) -> float:
-    """The rate of im2col's GEMM, at the shape the backend chose, as a fraction of ``peak``."""
-    rows, crs = params["columns"]
-    a, b = torch.randn(rows, crs), torch.randn(crs, spec.oc)
-    out = torch.empty(rows, spec.oc)
+def gemm_efficiency(params: dict, peak: float, cfg: TimingConfig) -> float:
+    """The rate of im2col's GEMM, [m × k]·[k × n] at the shape the backend chose
+    (``params["gemm"]``), as a fraction of ``peak``."""
+    m, k, n = params["gemm"]
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    out = torch.empty(m, n)
     t = measure(lambda: torch.mm(a, b, out=out), "cpu", cfg).median_s
-    return 2 * rows * crs * spec.oc / t / 1e9 / peak
+    return 2 * m * k * n / t / 1e9 / peak
 
 
 def run_case(spec: ConvSpec, names: list[str], cfg: TimingConfig, peak: float) -> dict:
@@ -144,7 +145,7 @@ def run_case(spec: ConvSpec, names: list[str], cfg: TimingConfig, peak: float) -
         if ratio is not None:
             row["speedup"][name] = [ratio.value, ratio.lo, ratio.hi]
     if "im2col" in params:
-        row["gemm_of_peak"] = gemm_efficiency(spec, params["im2col"], peak, cfg)
+        row["gemm_of_peak"] = gemm_efficiency(params["im2col"], peak, cfg)
     return row
 
 

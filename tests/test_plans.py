@@ -147,17 +147,40 @@ def test_numbas_pool_leaves_torchs_thread_count_alone() -> None:
     assert done.stdout.split() == ["fused", "1"]
 
 
-@pytest.mark.parametrize("desc", [*SPECS, "mb3ic4ih9oc6kh1sh2ph1", "mb2ic4ih10oc6kh1sh3g2"])
+STRIDED = [
+    "mb2ic6ih17iw12oc4kh3kw2sh3sw2dh2ph2",
+    "mb3ic4ih15oc6kh3sh2ph1g2",
+    "mb2ic4ih14oc4kh3sh2dh2",
+]
+
+
+@pytest.mark.parametrize("desc", [*SPECS, *STRIDED])
 def test_every_im2col_blocking_is_correct(desc: str) -> None:
+    """Unfolded columns in blocks of 1, 7 and every pixel, and the columns as views in runs
+    of as many (strides split the input into phases; with a dilation of the stride, only
+    one phase is read)."""
     spec = parse(desc)
-    for rows in (1, 7, 10**6):
-        _assert_correct(spec, "im2col", lambda s, w, b, r=rows: Im2colBackend._nhwc(s, w, b, r))
+    for n in (1, 7, 10**6):
+        _assert_correct(spec, "im2col", lambda s, w, b, r=n: Im2colBackend._nhwc(s, w, b, r))
+        _assert_correct(spec, "im2col", lambda s, w, b, r=n: Im2colBackend._views(s, w, b, r))
+
+
+@pytest.mark.parametrize(
+    "desc",
+    ["mb3ic4ih9oc6kh1sh2ph1", "mb2ic4ih10oc6kh1sh3g2", "mb3ic6ih7oc8kh1", "mb1ic4ih5oc4kh1ph-1"],
+)
+def test_both_im2col_pointwise_forms_are_correct(desc: str) -> None:
+    spec = parse(desc)
+    for every in (False, True):
+        _assert_correct(
+            spec, "im2col", lambda s, w, b, a=every: Im2colBackend._pointwise(s, w, b, a)
+        )
 
 
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**31))
 def test_random_candidates_are_correct(seed: int) -> None:
-    """Every FFT tiling and an im2col blocking of random problems (padding, stride, dilation,
+    """Every FFT tiling and each im2col form of random problems (padding, stride, dilation,
     groups, rectangles) — the winners of this machine are not the winners of another."""
     (spec,) = fuzz(1, seed, max_flops=2e6)
     for tiling in plan(spec, count=3):
@@ -169,6 +192,12 @@ def test_random_candidates_are_correct(seed: int) -> None:
             )
     if spec.kh * spec.kw > 1:
         _assert_correct(spec, "im2col", lambda s, w, b: Im2colBackend._nhwc(s, w, b, 5))
+        _assert_correct(spec, "im2col", lambda s, w, b: Im2colBackend._views(s, w, b, 5))
+    else:
+        for every in (False, True):
+            _assert_correct(
+                spec, "im2col", lambda s, w, b, a=every: Im2colBackend._pointwise(s, w, b, a)
+            )
 
 
 def _whole(half_spectra: torch.Tensor, width: int) -> torch.Tensor:

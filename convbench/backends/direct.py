@@ -15,6 +15,7 @@ from torch.profiler import record_function
 from convbench.backends.base import (
     FLOAT_TOLERANCE,
     GEMM_UNITS,
+    Candidate,
     Prepared,
     device_reason,
     dtype_reason,
@@ -28,6 +29,11 @@ from convbench.backends.base import (
 from convbench.spec import ConvSpec
 
 __all__ = ["DirectBackend", "Im2colBackend"]
+
+
+def _like(weight: torch.Tensor) -> dict:
+    """Where and in what dtype workspaces for ``weight``'s problem are made."""
+    return {"dtype": weight.dtype, "device": weight.device}
 
 
 def _add_bias(y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -93,46 +99,103 @@ class DirectBackend(_DirectFamily):
 
 
 class Im2colBackend(_DirectFamily):
-    """Unfold the input into columns (C/g·R·S entries per output pixel), then GEMM.
+    """Columns (C/g·R·S entries per output pixel), then GEMM — the columns either copied
+    (unfolded) or read in place as views of the padded input.
 
-    Channels innermost (NHWC) throughout: the padded input is written once into a
+    Unfolded, channels innermost (NHWC): the padded input is written once into a
     channels-last buffer kept from call to call, the unfolding copies whole channel vectors,
     and each GEMM, [pixels × C·R·S]·[C·R·S × K], yields the output in channels-last order,
-    returned as an NCHW view (torch's own channels-last layout).
+    returned as an NCHW view (torch's own channels-last layout). The columns are made for a
+    block of output pixels at a time (several images, or rows of one), sized so that a block's
+    columns are still in cache when its GEMM reads them, yet long enough for the GEMM.
 
-    Cost model: the unfolding writes R·S·C/g numbers per output pixel (R·S times the input)
-    and the GEMM does 2·K·C·R·S/g flops per pixel, at a rate that falls for narrow products
-    (K or C·R·S of a few dozen) and for short ones. The columns are made for a block of output
-    pixels at a time (several images, or rows of one), sized so that a block's columns are
-    still in cache when its GEMM reads them, yet long enough for the GEMM; prepare times blocks
-    of about 2048, 8192 and 32768 pixels (:func:`fastest`). Fewer than 2048 never won here,
-    nor did ``F.unfold``'s [C·R·S × pixels] with the transposed GEMM, which yields NCHW
-    directly. A 1×1 problem needs no columns: they are the padded input itself (subsampled by
-    the stride), multiplied as it lies.
+    As views (:meth:`_views`): with the padded input laid out (C, N, H, W) and the outputs
+    computed on its grid, the columns of kernel tap (r, s) for output pixel p are the input at
+    p + r·W + s — the whole column matrix is R·S overlapping windows of that buffer, so its
+    GEMM is R·S GEMMs of [K × C/g]·[C/g × pixels], accumulated, and nothing is copied but the
+    padding. A stride splits the input into its stride phases (one copy of it) so that each
+    tap again reads one phase at a fixed offset. The price: W − OW wasted output columns per
+    row (3 % at 56×56, 14 % at 14×14, 29 % at 7×7) and GEMMs whose inner dimension is only
+    C/g; the output comes back as a (C, N, H, W)-strided view.
+
+    Cost model: the unfolding writes R·S·C/g numbers per output pixel (R·S times the input),
+    and its GEMM does 2·K·C·R·S/g flops per pixel at a rate that falls for narrow products
+    (K or C·R·S of a few dozen) and for short ones. The views copy nothing, but their GEMMs
+    run at the rate of an inner dimension C/g with the output read and written R·S times, so
+    they pay where the unfolding is dear next to the GEMM — large images with few channels
+    (64 channels at 56×56, minibatch 8: 0.57× torch unfolded, 0.70–0.73× as views; 128 at
+    28×28: 0.66× and 0.79×, each pair measured in one run) — and lose where images are small
+    and channels many (512 at 7×7, minibatch 8: 0.85× unfolded, 0.54× as views), or the
+    kernel is large and strided (ResNet-50's 7×7 stem on 3 channels: 49 GEMMs of inner
+    dimension 3, 0.25× against 0.54×); even 1 to 8 channels with a small kernel run faster as
+    views. prepare times unfolded blocks of about 2048, 8192 and 32768 pixels and the views
+    in runs of 4096 pixels (the best of 2048 to 8192 at 64 to 512 channels; a run's inputs and
+    outputs then stay in the cores' L2) — :func:`fastest`; in float16 and bfloat16 only the
+    unfolded blocks.
+    Fewer than 2048 pixels never won here, nor did ``F.unfold``'s [C·R·S × pixels] with the
+    transposed GEMM. A 1×1 problem needs no columns: they are the padded input itself
+    (subsampled by the stride), multiplied as it lies.
     """
 
     name = "im2col"
-    description = "unfold (im2col, channels-last) + GEMM, pixels per GEMM timed in prepare"
-    # Pixels per GEMM the candidates aim for.
+    description = "columns (unfolded channels-last, or views of the input) + GEMM, timed in prepare"
+    # Pixels per GEMM the unfolded candidates aim for.
     TARGET_ROWS = (2048, 8192, 32768)
+    # Output pixels per run of the views' GEMMs.
+    VIEW_PIXELS = 4096
 
     def prepare(self, spec: ConvSpec, weight: torch.Tensor, bias: torch.Tensor | None) -> Prepared:
         if spec.kh == spec.kw == 1:
-            return self._pointwise(spec, weight, bias)
+            return self._prepare_pointwise(spec, weight, bias)
         candidates = {
             max(b.tiles for b in tile_blocks(spec.mb, spec.oh, spec.ow, rows)): rows
             for rows in self.TARGET_ROWS
         }
-        label, run, times = fastest(
-            (
-                (str(pixels), lambda r=rows: self._nhwc(spec, weight, bias, r))
-                for pixels, rows in candidates.items()
-            ),
-            tuning_input(spec, weight),
-        )
         crs = spec.ic // spec.g * spec.kh * spec.kw
-        params = {"columns": [int(label), crs * spec.g], "tuned_ms": times}
+        builds: list[Candidate] = [
+            (str(pixels), lambda r=rows: self._nhwc(spec, weight, bias, r))
+            for pixels, rows in candidates.items()
+        ]
+        # The views round the output once per tap, as ``direct`` does: kept to the dtypes
+        # whose tolerance was set with that many roundings in mind.
+        if weight.dtype in (torch.float32, torch.float64):
+            builds.append(
+                (
+                    f"views {self.VIEW_PIXELS}",
+                    lambda: self._views(spec, weight, bias, self.VIEW_PIXELS),
+                )
+            )
+        label, run, times = fastest(builds, tuning_input(spec, weight))
+        if label.startswith("views"):
+            params = {
+                "columns": "views",
+                "gemm": [spec.oc // spec.g, spec.ic // spec.g, self.VIEW_PIXELS],
+                "gemms_per_run": spec.kh * spec.kw,
+                "tuned_ms": times,
+            }
+            return Prepared(run, "im2col views", params)
+        params = {
+            "columns": "unfolded",
+            "gemm": [int(label), crs, spec.oc // spec.g],
+            "tuned_ms": times,
+        }
         return Prepared(run, "im2col", params)
+
+    def _prepare_pointwise(
+        self, spec: ConvSpec, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> Prepared:
+        """One GEMM per image, or — timed against it where there are several images — one
+        for all of them: small images make short GEMMs (49 pixels at 7×7), and the copy into
+        (C, N, H, W) order costs less than the rate they lose (minibatch 8, 512 to 2048
+        channels at 7×7: 0.82× torch per image, 1.09× all at once; at 56×56 the other way)."""
+        forms = [("per image", lambda: self._pointwise(spec, weight, bias, False))]
+        if spec.mb > 1:
+            forms.append(("all images", lambda: self._pointwise(spec, weight, bias, True)))
+        label, run, times = fastest(forms, tuning_input(spec, weight))
+        kg, cg, p = spec.oc // spec.g, spec.ic // spec.g, spec.oh * spec.ow
+        pixels = p * spec.mb if label == "all images" else p
+        params = {"columns": "input", "gemm": [kg, cg, pixels], "images_per_gemm": label}
+        return Prepared(run, "im2col pointwise", {**params, "tuned_ms": times})
 
     @staticmethod
     def _nhwc(
@@ -146,7 +209,7 @@ class Im2colBackend(_DirectFamily):
         wt = weight.reshape(g, kg, cg, kh, kw).permute(0, 3, 4, 2, 1).reshape(g, crs, kg)
         wt = wt.contiguous()
         hp, wp = spec.ih + spec.ph + spec.ph_r, spec.iw + spec.pw + spec.pw_r
-        ws = {"dtype": weight.dtype, "device": weight.device}
+        ws = _like(weight)
         xpad = torch.zeros(spec.mb, hp, wp, spec.ic, **ws)  # NHWC; a kept zero border
         blocks = tile_blocks(spec.mb, oh, ow, rows)
         cols = torch.empty(max(b.tiles for b in blocks), g, crs, **ws)
@@ -181,20 +244,127 @@ class Im2colBackend(_DirectFamily):
         return run
 
     @staticmethod
-    def _pointwise(spec: ConvSpec, weight: torch.Tensor, bias: torch.Tensor | None) -> Prepared:
+    def _views(
+        spec: ConvSpec, weight: torch.Tensor, bias: torch.Tensor | None, pixels: int
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The columns as views of the padded input, in (C, N, H, W) order and split into its
+        stride phases; R·S accumulated GEMMs per run of about ``pixels`` output pixels."""
         g, kg, cg = spec.g, spec.oc // spec.g, spec.ic // spec.g
-        rows, p = weight.reshape(g, kg, cg), spec.oh * spec.ow
-        strided = spec.sh > 1 or spec.sw > 1
+        kh, kw, sh, sw = spec.kh, spec.kw, spec.sh, spec.sw
+        hp, wp = spec.ih + spec.ph + spec.ph_r, spec.iw + spec.pw + spec.pw_r
+        # Phase (a, b) holds the padded input's rows a, a + sh, ... and columns b, b + sw, ...
+        hq, wq = -(-hp // sh), -(-wp // sw)
+        area = spec.mb * hq * wq
+        ws = _like(weight)
+        phases = torch.zeros(sh * sw, spec.ic, spec.mb, hq, wq, **ws)
+        xpad = None if sh == sw == 1 else torch.zeros(spec.mb, spec.ic, hp, wp, **ws)
+        # Tap (r, s) reads phase ((r·dh) mod sh, (s·dw) mod sw) at a fixed offset from the
+        # output pixel; taps are visited phase by phase, so one phase's columns stay cached.
+        taps = sorted(
+            (((r * spec.dh) % sh) * sw + (s * spec.dw) % sw,
+             (r * spec.dh) // sh * wq + (s * spec.dw) // sw, r, s)
+            for r in range(kh)
+            for s in range(kw)
+        )  # fmt: skip
+        used = sorted({t[0] for t in taps})
+        # (R, S, G, K/g, C/g): each tap's [K × C/g] matrix, per group.
+        wt = weight.reshape(g, kg, cg, kh, kw).permute(3, 4, 0, 1, 2).contiguous()
+        cols = phases.view(sh * sw, g, cg, area)
+        # The last output pixel's index on the phase grid, plus one.
+        last = (spec.mb - 1) * hq * wq + (spec.oh - 1) * wq + spec.ow
+
+        start_value = None if bias is None else bias.view(g, kg, 1)
+        # Each run's products, (output pixels, [(tap matrix, its columns)]), the columns
+        # being views of the kept phases; for one group, as plain matrices.
+        two_d = g == 1
+        runs = [
+            (
+                slice(start, min(last, start + pixels)),
+                [
+                    (
+                        wt[r, s, 0] if two_d else wt[r, s],
+                        cols[ph, 0 if two_d else slice(None), :,
+                             start + offset : min(last, start + pixels) + offset],
+                    )
+                    for ph, offset, r, s in taps
+                ],
+            )
+            for start in range(0, last, pixels)
+        ]  # fmt: skip
+
+        def products(out: torch.Tensor, terms: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+            """out = the sum of the terms' products (per group), plus the bias: added with the
+            first product, as the block is about to be in cache, not in a pass of its own."""
+            (w, a), rest = terms[0], terms[1:]
+            if two_d:
+                if start_value is None:
+                    torch.mm(w, a, out=out)
+                else:
+                    torch.addmm(start_value[0], w, a, out=out)
+                for w, a in rest:
+                    out.addmm_(w, a)
+            else:
+                if start_value is None:
+                    torch.bmm(w, a, out=out)
+                else:
+                    torch.baddbmm(start_value, w, a, out=out)
+                for w, a in rest:
+                    out.baddbmm_(w, a)
 
         def run(x: torch.Tensor) -> torch.Tensor:
-            xp = pad_input(spec, x)
-            if strided:
-                with record_function("im2col/unfold"):
-                    xp = xp[:, :, :: spec.sh, :: spec.sw][:, :, : spec.oh, : spec.ow].contiguous()
+            with record_function("im2col/unfold"):
+                if xpad is None:
+                    pad_into(spec, x, phases[0].transpose(0, 1))
+                else:
+                    pad_into(spec, x, xpad)
+                    for ph in used:
+                        a, b = divmod(ph, sw)
+                        part = xpad[:, :, a::sh, b::sw].transpose(0, 1)
+                        phases[ph, :, :, : part.shape[2], : part.shape[3]].copy_(part)
+            y = torch.empty(spec.oc, spec.mb, hq, wq, **ws)
+            out = y.view(kg * g, area) if two_d else y.view(g, kg, area)
             with record_function("im2col/gemm"):
-                y = torch.matmul(rows, xp.reshape(xp.shape[0], g, cg, p))
-            return _add_bias(y.view(-1, spec.oc, spec.oh, spec.ow), bias)
+                for pixels_of_run, terms in runs:
+                    products(out[..., pixels_of_run], terms)
+            return y[:, :, : spec.oh, : spec.ow].transpose(0, 1)
 
-        return Prepared(
-            run, "im2col pointwise", {"columns": [p, cg * g], "images_per_gemm": spec.mb}
-        )
+        return run
+
+    @staticmethod
+    def _pointwise(
+        spec: ConvSpec, weight: torch.Tensor, bias: torch.Tensor | None, all_images: bool
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A 1×1 kernel: the columns are the padded input itself, subsampled by the stride;
+        one GEMM per image on the input as it lies, or one for all images on the input
+        copied into (C, N, H, W) order."""
+        g, kg, cg, p = spec.g, spec.oc // spec.g, spec.ic // spec.g, spec.oh * spec.ow
+        rows = weight.reshape(g, kg, cg)
+
+        def inputs(x: torch.Tensor) -> torch.Tensor:
+            xp = pad_input(spec, x)
+            return xp[:, :, :: spec.sh, :: spec.sw][:, :, : spec.oh, : spec.ow]
+
+        if not all_images:
+
+            def run(x: torch.Tensor) -> torch.Tensor:
+                xp = inputs(x)
+                if spec.sh > 1 or spec.sw > 1:
+                    with record_function("im2col/unfold"):
+                        xp = xp.contiguous()
+                with record_function("im2col/gemm"):
+                    y = torch.matmul(rows, xp.reshape(xp.shape[0], g, cg, p))
+                return _add_bias(y.view(-1, spec.oc, spec.oh, spec.ow), bias)
+
+            return run
+
+        cols = torch.empty(spec.ic, spec.mb, spec.oh, spec.ow, **_like(weight))
+        start = torch.zeros(g, kg, 1, **_like(weight)) if bias is None else bias.view(g, kg, 1)
+
+        def run_all(x: torch.Tensor) -> torch.Tensor:
+            with record_function("im2col/unfold"):
+                cols.copy_(inputs(x).transpose(0, 1))
+            with record_function("im2col/gemm"):
+                y = torch.baddbmm(start, rows, cols.view(g, cg, -1))
+            return y.view(spec.oc, spec.mb, spec.oh, spec.ow).transpose(0, 1)
+
+        return run_all
