@@ -40,22 +40,29 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def gemm_gflops(device: str = "cpu", n: int = 1024, repeats: int = 5) -> float:
+def gemm_gflops(
+    device: str = "cpu", n: int = 1024, repeats: int = 10, warmup_s: float = 0.25
+) -> float:
     """Best-of-``repeats`` float32 GEMM rate (GFLOP/s) of torch on ``device``: the roofline
-    every convolution algorithm here is measured against."""
+    every convolution algorithm here is measured against.
+
+    The repeats follow ``warmup_s`` of the same GEMM: a core that has idled runs its first
+    milliseconds slow: a best of five 7 ms calls at the start of a process once read
+    234 GFLOP/s on a CPU that sustains 315, and every rate read against so low a roofline
+    looks high."""
     a = torch.randn(n, n, device=device)
     b = torch.randn(n, n, device=device)
     c = torch.empty(n, n, device=device)
-    best = float("inf")
-    for _ in range(repeats + 1):
-        if device == "cuda":
-            torch.cuda.synchronize()
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    times = []
+    start = time.perf_counter()
+    while len(times) < repeats or time.perf_counter() - start < warmup_s:
+        sync()
         t0 = time.perf_counter()
         torch.mm(a, b, out=c)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
+        sync()
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / min(times[-repeats:]) / 1e9
 
 
 def _torch_build() -> dict[str, str]:

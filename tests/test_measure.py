@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from convbench.env import gemm_gflops
 from convbench.measure.accuracy import compare
 from convbench.measure.stats import median_ci
 from convbench.measure.timing import TimingConfig, measure, summarize
@@ -119,3 +121,12 @@ def test_a_timing_process_keeps_freed_memory() -> None:
         check=True,
     )
     assert float(done.stdout) < 5
+
+
+def test_the_gemm_roofline_is_read_after_a_warm_up() -> None:
+    """The peak is the best of the calls after ``warmup_s`` of the same GEMM, not of the
+    first, cold ones: the call takes at least that long, and the rate is a real GEMM's."""
+    start = time.perf_counter()
+    rate = gemm_gflops("cpu", n=128, repeats=3, warmup_s=0.2)
+    assert time.perf_counter() - start >= 0.2
+    assert 0 < rate < 1e5
