@@ -340,15 +340,17 @@ class Im2colBackend(_DirectFamily):
         g, kg, cg, p = spec.g, spec.oc // spec.g, spec.ic // spec.g, spec.oh * spec.ow
         rows = weight.reshape(g, kg, cg)
 
+        strided = spec.sh > 1 or spec.sw > 1
+
         def inputs(x: torch.Tensor) -> torch.Tensor:
             xp = pad_input(spec, x)
-            return xp[:, :, :: spec.sh, :: spec.sw][:, :, : spec.oh, : spec.ow]
+            return xp[:, :, :: spec.sh, :: spec.sw][:, :, : spec.oh, : spec.ow] if strided else xp
 
         if not all_images:
 
             def run(x: torch.Tensor) -> torch.Tensor:
                 xp = inputs(x)
-                if spec.sh > 1 or spec.sw > 1:
+                if strided:
                     with record_function("im2col/unfold"):
                         xp = xp.contiguous()
                 with record_function("im2col/gemm"):
