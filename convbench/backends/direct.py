@@ -15,6 +15,7 @@ from torch.profiler import record_function
 from convbench.backends.base import (
     FLOAT_TOLERANCE,
     GEMM_UNITS,
+    Block,
     Candidate,
     Prepared,
     device_reason,
@@ -235,22 +236,27 @@ class Im2colBackend(_DirectFamily):
             else:
                 out.copy_(torch.matmul(a.transpose(0, 1), wt).transpose(0, 1))
 
+        def unfolding(blk: Block) -> tuple[torch.Tensor, torch.Tensor]:
+            """A block's taps (a view of the kept input) and where its columns go."""
+            bn = blk.images.stop - blk.images.start
+            br = blk.rows.stop - blk.rows.start
+            start = blk.images.start * sn + blk.rows.start * spec.sh * sh
+            taps = xpad.as_strided(
+                (bn, br, *shape[1:]), (sn, *strides), xpad.storage_offset() + start
+            )
+            into = cols[: blk.tiles, :, :crs].unflatten(0, (bn, br, ow)).unflatten(4, shape[3:])
+            return taps, into
+
+        copies = [unfolding(blk) for blk in blocks]
+
         def run(x: torch.Tensor) -> torch.Tensor:
             pad_into(spec, x, xpad.permute(0, 3, 1, 2))
             y = torch.empty(x.shape[0], oh, ow, spec.oc, **ws)
-            for blk in blocks:
-                bn = blk.images.stop - blk.images.start
-                br = blk.rows.stop - blk.rows.start
+            for blk, (taps, into) in zip(blocks, copies, strict=True):
                 with record_function("im2col/unfold"):
-                    start = blk.images.start * sn + blk.rows.start * spec.sh * sh
-                    taps = xpad.as_strided(
-                        (bn, br, *shape[1:]), (sn, *strides), xpad.storage_offset() + start
-                    )
-                    block = cols[: blk.tiles]
-                    into = block[:, :, :crs].unflatten(0, (bn, br, ow)).unflatten(4, shape[3:])
                     into.copy_(taps)
                 with record_function("im2col/gemm"):
-                    gemm(block, y[blk.images, blk.rows].view(blk.tiles, g, kg))
+                    gemm(cols[: blk.tiles], y[blk.images, blk.rows].view(blk.tiles, g, kg))
             y = y.permute(0, 3, 1, 2)
             return y if folded else _add_bias(y, bias)
 
