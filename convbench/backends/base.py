@@ -109,20 +109,24 @@ def fastest(
     calls: int = 2,
     warm_s: float = 0.005,
     rounds: int = 3,
+    near: float = 1.3,
+    challengers: int = 3,
 ) -> tuple[str, Callable[[torch.Tensor], torch.Tensor], dict[str, float]]:
     """The quickest of ``candidates`` on input ``x``: its label, its callable and every
-    candidate's milliseconds (the best of its timed calls).
+    candidate's milliseconds (the best of its timed calls; for those timed again, of the
+    last meeting).
 
     How a problem is best split (tile sizes, blocking) depends on caches, the FFT and GEMM
     libraries and the thread count in ways a model ranks but cannot settle, so the model
     proposes a few and prepare times them, as FFTW's planner and cuDNN's benchmark mode do.
-    Each candidate is timed in turn (``calls`` calls after ``warm_s`` of untimed ones); then
-    the best two meet again, one call each in ``rounds`` alternating rounds, and the one
-    quicker there is kept. The rematch is there because a machine's speed drifts over
-    seconds: timed in turn, a 1×1 layer's one-GEMM-per-image form read 3.6 to 7.0 ms and the
-    other form 5.5 to 11.4 ms in four fresh processes, and the choice flipped with the drift.
-    Candidates are built one at a time and all but the best two so far dropped before the
-    next is built, so the workspaces of three candidates never coexist with a fourth.
+    Each candidate is first timed in turn (``calls`` calls after ``warm_s`` of untimed
+    ones). Then the best of that pass meets each of the next ``challengers`` within ``near``
+    times its time, one call each in ``rounds`` alternating rounds, and the quicker of each
+    meeting stays. The meetings are there because a machine's speed drifts over seconds:
+    timed only in turn, a 1×1 layer's one-GEMM-per-image form read 3.6 to 7.0 ms and the
+    other form 5.5 to 11.4 ms in four fresh processes, and the choice followed the drift.
+    At most two candidates are built at a time (the one kept and the one timed), so their
+    workspaces never coexist with a third's.
 
     With ``CONVBENCH_TUNING=off`` in the environment the first candidate (the model's choice) is
     taken untimed: what is computed is then the same from run to run, as counting instructions
@@ -132,8 +136,9 @@ def fastest(
         label, build = next(iter(candidates))
         return label, build(), {}
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    Run = Callable[[torch.Tensor], torch.Tensor]
 
-    def best_of(fn: Callable[[torch.Tensor], torch.Tensor], n: int) -> float:
+    def best_of(fn: Run, n: int) -> float:
         best = float("inf")
         for _ in range(n):
             sync()
@@ -143,37 +148,43 @@ def fastest(
             best = min(best, time.perf_counter() - t0)
         return best
 
-    def warm(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    def warmed(build: Callable[[], Run]) -> Run:
+        fn = build()
         start = time.perf_counter()
         fn(x)
         while time.perf_counter() - start < warm_s:
             fn(x)
+        return fn
 
     times: dict[str, float] = {}
     builds = dict(candidates)
-    kept: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
+    if not builds:
+        raise ValueError("no candidate to choose from")
+    chosen, kept = "", None
     with torch.no_grad():
         for label, build in builds.items():
-            fn = build()
-            warm(fn)
+            fn = warmed(build)
             times[label] = best_of(fn, calls)
-            kept[label] = fn
-            # Keep the best two built; drop the rest.
-            for loser in sorted(kept, key=times.__getitem__)[2:]:
-                del kept[loser]
+            if kept is None or times[label] < times[chosen]:
+                chosen, kept = label, fn
             del fn
-        if not kept:
-            raise ValueError("no candidate to choose from")
-        if len(kept) == 2:
-            again = dict.fromkeys(kept, float("inf"))
+        rivals = sorted(
+            (k for k in builds if k != chosen and times[k] < near * times[chosen]),
+            key=times.__getitem__,
+        )[:challengers]
+        for rival in rivals:
+            fn = warmed(builds[rival])
+            pair = {chosen: kept, rival: fn}
+            again = dict.fromkeys(pair, float("inf"))
             for _ in range(rounds):
-                for label, fn in kept.items():
-                    again[label] = min(again[label], best_of(fn, 1))
+                for label, run in pair.items():
+                    again[label] = min(again[label], best_of(run, 1))
             times.update(again)
-            chosen = min(again, key=again.__getitem__)
-        else:
-            (chosen,) = kept
-    return chosen, kept[chosen], {k: round(v * 1e3, 3) for k, v in times.items()}
+            if again[rival] < again[chosen]:
+                chosen, kept = rival, fn
+            del fn, pair
+    assert kept is not None
+    return chosen, kept, {k: round(v * 1e3, 3) for k, v in times.items()}
 
 
 def tuning_input(spec: ConvSpec, weight: torch.Tensor) -> torch.Tensor:
