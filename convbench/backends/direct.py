@@ -128,7 +128,7 @@ class Im2colBackend(_DirectFamily):
     (K or C·R·S of a few dozen) and for short ones. The views copy nothing, but their GEMMs
     run at the rate of an inner dimension C/g with the output read and written R·S times, so
     they pay where the unfolding is dear next to the GEMM — large images with few channels
-    (64 channels at 56×56, minibatch 8: 0.57× torch unfolded, 0.70–0.73× as views; 128 at
+    (64 channels at 56×56, minibatch 8: 0.57× torch unfolded, 0.72–0.75× as views; 128 at
     28×28: 0.66× and 0.79×, each pair measured in one run) — and lose where images are small
     and channels many (512 at 7×7, minibatch 8: 0.85× unfolded, 0.54× as views), or the
     kernel is large and strided (ResNet-50's 7×7 stem on 3 channels: 49 GEMMs of inner
@@ -136,10 +136,9 @@ class Im2colBackend(_DirectFamily):
     views. prepare times unfolded blocks of about 2048, 8192 and 32768 pixels and the views
     in runs of 4096 pixels (the best of 2048 to 8192 at 64 to 512 channels; a run's inputs and
     outputs then stay in the cores' L2) — :func:`fastest`; in float16 and bfloat16 only the
-    unfolded blocks.
-    Fewer than 2048 pixels never won here, nor did ``F.unfold``'s [C·R·S × pixels] with the
-    transposed GEMM. A 1×1 problem needs no columns: they are the padded input itself
-    (subsampled by the stride), multiplied as it lies.
+    unfolded blocks. Fewer than 2048 pixels never won here, nor did ``F.unfold``'s
+    [C·R·S × pixels] with the transposed GEMM. A 1×1 problem needs no columns: they are the
+    padded input itself (subsampled by the stride), multiplied as it lies.
     """
 
     name = "im2col"
