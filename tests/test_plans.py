@@ -336,7 +336,7 @@ def test_fastest_settles_a_drift_by_a_rematch() -> None:
     """A machine that slows down while candidates are timed in turn: "early" (2 ms a call)
     is timed while it is fast, "late" (1 ms) after it slowed 2.4-fold, so in turn "early"
     looks quicker (2 ms against 2.4, near enough for a meeting). Met again side by side,
-    "late" is: it is kept, with the meeting's figures (2.4 ms against 4.8)."""
+    "late" is (2.4 ms against 4.8): it is kept."""
     calls = 0
 
     def taking(ms: float) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -351,7 +351,7 @@ def test_fastest_settles_a_drift_by_a_rematch() -> None:
     early, late = taking(2), taking(1)
     label, run, times = fastest([("early", lambda: early), ("late", lambda: late)], torch.ones(1))
     assert label == "late" and run is late
-    assert times["late"] < 3.5 < 4.2 < times["early"]
+    assert times["early"] < 2.3 < times["late"] < 2.6  # as timed in turn: the drift misled
 
 
 @pytest.mark.tuned
@@ -369,13 +369,16 @@ def test_choices_are_recorded() -> None:
         assert times and all(v > 0 for v in times.values())
         if name.startswith("winograd"):  # both ways of transforming were timed, on the CPU
             assert {label.split(", ")[1] for label in times} == {"fused", "torch"}
-            chosen = min(times, key=times.__getitem__)
-            assert chosen.endswith(params["transforms"])
+            near = [k for k, v in times.items() if v <= 1.3 * min(times.values())]
+            assert any(k.endswith(params["transforms"]) for k in near)
     fft = backends.get("fft-torch").prepare(spec, data.weight, data.bias).params
     label = "x".join(map(str, fft["fft_size"]))
     if fft["channel_sums"] == "multiply-accumulate":
         label += " mac"
-    assert label in fft["tuned_ms"] and fft["tuned_ms"][label] == min(fft["tuned_ms"].values())
+    # Timed in turn, then settled by meetings among those within 1.3x of the best.
+    assert label in fft["tuned_ms"] and fft["tuned_ms"][label] <= 1.3 * min(
+        fft["tuned_ms"].values()
+    )
     assert any(name.endswith(" mac") for name in fft["tuned_ms"])  # 64 channel pairs: both
     scipy = backends.get("fft-scipy").prepare(spec, data.weight, data.bias)
     threads = torch.get_num_threads()

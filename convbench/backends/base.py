@@ -113,8 +113,8 @@ def fastest(
     challengers: int = 3,
 ) -> tuple[str, Callable[[torch.Tensor], torch.Tensor], dict[str, float]]:
     """The quickest of ``candidates`` on input ``x``: its label, its callable and every
-    candidate's milliseconds (the best of its timed calls; for those timed again, of the
-    last meeting).
+    candidate's milliseconds as timed in turn (the best of its calls there; the meetings
+    below decide among those within ``near`` of the best, and are not recorded).
 
     How a problem is best split (tile sizes, blocking) depends on caches, the FFT and GEMM
     libraries and the thread count in ways a model ranks but cannot settle, so the model
@@ -179,7 +179,6 @@ def fastest(
             for _ in range(rounds):
                 for label, run in pair.items():
                     again[label] = min(again[label], best_of(run, 1))
-            times.update(again)
             if again[rival] < again[chosen]:
                 chosen, kept = rival, fn
             del fn, pair
