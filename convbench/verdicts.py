@@ -54,6 +54,7 @@ __all__ = [
     "Judgement",
     "RatioVerdict",
     "backend_changes",
+    "choice_note",
     "compare",
     "count_changes",
     "environment_diff",
@@ -234,6 +235,18 @@ class _Speed:
     note: str = ""
 
 
+def choice_note(base: Record, new: Record) -> str:
+    """How the two sides' ``prepare`` chose to compute the case, where they differ ("" if
+    not): a backend that times candidates may pick another way on either side of a near tie,
+    and a change in speed is then the choice's, not the code's."""
+    a = {"algorithm": base.algorithm, **base.algorithm_params}
+    b = {"algorithm": new.algorithm, **new.algorithm_params}
+    a.pop("tuned_ms", None)
+    b.pop("tuned_ms", None)
+    moved = [f"{k} {x} -> {y}" for k, x, y in environment_diff(a, b)]
+    return "prepare chose differently: " + "; ".join(moved) if moved else ""
+
+
 def _speed(base: Record, new: Record, alpha: float, paired: bool) -> _Speed:
     if not (base.median_s and new.median_s):
         return _Speed(None, None, note="no timing")
@@ -279,7 +292,8 @@ def _judge(
             break
     else:
         verdict = "unchanged"
-    return Change(key, name, verdict, base, new, ratio, p, error_ratio, speed.note, speed.ci)
+    note = "; ".join(filter(None, [speed.note, choice_note(base, new)]))
+    return Change(key, name, verdict, base, new, ratio, p, error_ratio, note, speed.ci)
 
 
 def compare(

@@ -241,3 +241,20 @@ def test_bad_arguments(runs: dict[str, Path], tmp_path: Path) -> None:
         assert proc.returncode == 2
         (line,) = proc.stderr.strip().splitlines()
         assert line.startswith("convbench: error:") and needle in line
+
+
+def test_a_change_of_choice_is_named() -> None:
+    """Where the two sides' prepare computed a case differently, the change says how; the
+    timings that led to the choice are not a difference."""
+    base, new = _record("c"), _record("c", median=1.5e-3, seed=1)
+    base.algorithm, new.algorithm = "im2col", "im2col views"
+    base.algorithm_params = {"columns": "unfolded", "tuned_ms": {"2016": 1.0}}
+    new.algorithm_params = {"columns": "views", "tuned_ms": {"2016": 2.0}}
+    (change,) = compare([base], [new]).changes
+    assert change.verdict == "slower"
+    assert "prepare chose differently: " in change.note
+    assert "columns unfolded -> views" in change.note and "algorithm im2col ->" in change.note
+    assert "tuned_ms" not in change.note
+    new.algorithm, new.algorithm_params = base.algorithm, {"columns": "unfolded", "tuned_ms": {}}
+    (change,) = compare([base], [new]).changes
+    assert "chose" not in change.note
