@@ -378,13 +378,16 @@ class Im2colBackend(_DirectFamily):
             return run
 
         cols = torch.empty(spec.ic, spec.mb, spec.oh, spec.ow, **_like(weight))
-        start = torch.zeros(g, kg, 1, **_like(weight)) if bias is None else bias.view(g, kg, 1)
 
         def run_all(x: torch.Tensor) -> torch.Tensor:
             with record_function("im2col/unfold"):
                 cols.copy_(inputs(x).transpose(0, 1))
             with record_function("im2col/gemm"):
-                y = torch.baddbmm(start, rows, cols.view(g, cg, -1))
+                a = cols.view(g, cg, -1)
+                if bias is None:
+                    y = torch.bmm(rows, a)
+                else:
+                    y = torch.baddbmm(bias.view(g, kg, 1), rows, a)
             return y.view(spec.oc, spec.mb, spec.oh, spec.ow).transpose(0, 1)
 
         return run_all
