@@ -35,6 +35,7 @@ from convbench.console import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     print_comparison,
+    print_stages,
     print_summary,
     run_sweep,
 )
@@ -45,9 +46,6 @@ from convbench.execution import CASE_TIMEOUT, Terminated
 from convbench.model_run import run_model
 from convbench.profiling import TRACES
 from convbench.report.report import REPORT, load, render_report
-from convbench.report.summary import (
-    format_seconds,
-)
 from convbench.results import Record, RunStore, write_file
 from convbench.spec import ConvSpec
 from convbench.suites import DEFAULT_SUITE, SUITES, Workload, collect, get_suite
@@ -764,33 +762,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 # --- profile ----------------------------------------------------------------------------------
 
 
-def _print_stages(console: Console, store: RunStore, r: Record) -> None:
-    """One record's stages, largest first: the backend's labelled stages and any operator
-    called outside them that takes 1 % of the step or more; the rest summed into one row."""
-    where = "device time" if r.device.startswith("cuda") else "CPU time"
-    step = r.profile_s or 0.0
-    table = Table(title=esc_rich(f"{r.name or r.spec} | {r.backend} | {r.device} {r.dtype}"))
-    table.add_column("stage")
-    table.add_column(f"{where} per step", justify="right")
-    table.add_column("% of step", justify="right")
-    rest, small = step - sum(r.stages.values()), 0
-    for name, seconds in r.stages.items():
-        if "/" in name or seconds >= 0.01 * step:
-            table.add_row(esc_rich(name), format_seconds(seconds), f"{100 * seconds / step:.1f}")
-        else:
-            rest, small = rest + seconds, small + 1
-    label = f"other ({small} small ops, Python)" if small else "other"
-    table.add_row(label, format_seconds(max(rest, 0.0)), f"{100 * max(rest, 0.0) / step:.1f}")
-    console.print(table)
-    console.print(
-        f"timed {format_seconds(r.median_s)} per call, profiled step {format_seconds(step)}; "
-        f"trace: {store.path / r.trace}",
-        markup=False,
-        highlight=False,
-        soft_wrap=True,
-    )
-
-
 def cmd_profile(args: argparse.Namespace) -> int:
     if not any(getattr(args, k) for k in _SOURCES):
         raise UsageError("profile needs problems: --spec DESC (or --suite, --batch-file, --grid)")
@@ -801,7 +772,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     _write_run_report(console, store, records)
     for r in records:
         if r.trace:
-            _print_stages(console, store, r)
+            print_stages(console, store, r)
         else:
             console.print(
                 f"{r.name or r.spec} | {r.backend}: {r.status}: {r.reason}",

@@ -30,6 +30,9 @@ __all__ = [
     "EXIT_OK",
     "Reporter",
     "console",
+    "print_comparison",
+    "print_stages",
+    "print_summary",
     "run_sweep",
     "titled_table",
 ]
@@ -183,6 +186,33 @@ def print_summary(console: Console, records: list[Record]) -> None:
                 markup=False,
                 highlight=False,
             )
+
+
+def print_stages(console: Console, store: RunStore, r: Record) -> None:
+    """One record's stages, largest first: the backend's labelled stages and any operator
+    called outside them that takes 1 % of the step or more; the rest summed into one row."""
+    where = "device time" if r.device.startswith("cuda") else "CPU time"
+    step = r.profile_s or 0.0
+    table = Table(title=esc_rich(f"{r.name or r.spec} | {r.backend} | {r.device} {r.dtype}"))
+    table.add_column("stage")
+    table.add_column(f"{where} per step", justify="right")
+    table.add_column("% of step", justify="right")
+    rest, small = step - sum(r.stages.values()), 0
+    for name, seconds in r.stages.items():
+        if "/" in name or seconds >= 0.01 * step:
+            table.add_row(esc_rich(name), format_seconds(seconds), f"{100 * seconds / step:.1f}")
+        else:
+            rest, small = rest + seconds, small + 1
+    label = f"other ({small} small ops, Python)" if small else "other"
+    table.add_row(label, format_seconds(max(rest, 0.0)), f"{100 * max(rest, 0.0) / step:.1f}")
+    console.print(table)
+    console.print(
+        f"timed {format_seconds(r.median_s)} per call, profiled step {format_seconds(step)}; "
+        f"trace: {store.path / r.trace}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def print_comparison(console: Console, c: verdicts.Comparison, command: str) -> None:
