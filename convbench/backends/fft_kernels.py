@@ -17,9 +17,9 @@ stream from outside the core caches (a plain sum of 20 MB reads 40 GB/s).
 
 The pairs' whole spectra are written row by row of a run, the mirrored half backwards: written
 frequency by frequency, with the row arithmetic and the test for the mirror in every store, the
-stores took about a third of the kernel, and fft-torch's whole call ran 1.10–1.29× slower (one
-image of 8 or 16 channels at 128², and (4, 32, 64²) with a 7×7 kernel, each paired with the
-other in alternating rounds).
+stores took about a third of the kernel, the kernel ran 1.01–1.16× slower alone, and
+fft-torch's whole call 1.01–1.09× slower (one image of 8 or 16 channels at 128², and
+(4, 32, 64²) with a 7×7 kernel; the two loops compiled alike and paired in alternating rounds).
 
 The accumulators are allocated in each job: the compiler then knows that they alias nothing
 and keeps them in registers (in a scratch row shared with the loads, the same loop ran four
