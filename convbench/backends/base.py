@@ -21,6 +21,7 @@ from convbench.spec import ConvSpec
 __all__ = [
     "FLOAT_TOLERANCE",
     "GEMM_UNITS",
+    "NEAR",
     "Backend",
     "Block",
     "Candidate",
@@ -103,13 +104,19 @@ Candidate = tuple[str, Callable[[], Callable[[torch.Tensor], torch.Tensor]]]
 """A way to compute a problem: its label and what builds its callable (workspaces included)."""
 
 
+NEAR = 1.3
+"""How much slower in turn than the best a candidate may be and still meet it side by side:
+the machine's drift over a pass in turn has moved a candidate's time 1.3–1.4-fold (15.6 against
+11.0–12.0 ms in other processes)."""
+
+
 def fastest(
     candidates: Iterable[Candidate],
     x: torch.Tensor,
     calls: int = 2,
     warm_s: float = 0.005,
     rounds: int = 3,
-    near: float = 1.3,
+    near: float = NEAR,
     challengers: int = 3,
 ) -> tuple[str, Callable[[torch.Tensor], torch.Tensor], dict[str, float]]:
     """The quickest of ``candidates`` on input ``x``: its label, its callable and every
