@@ -12,9 +12,10 @@ import torch
 from conftest import check
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch.profiler import ProfilerActivity, profile
+from torch.profiler import ProfilerActivity, profile, record_function
 
 from convbench import backends
+from convbench.backends.base import stage
 from convbench.backends.winograd import MAX_TILE, transform_matrices
 from convbench.inputs import make_inputs
 from convbench.spec import PADDING_MODES, ConvSpec, SpecError, parse
@@ -194,6 +195,14 @@ def test_profiler_sees_the_stages(name: str) -> None:
     seen = {e.key for e in prof.key_averages()}
     assert set(STAGES[name]) <= seen
     assert fn.params  # the algorithm's own parameters are recorded
+
+
+def test_stages_are_labelled_only_while_a_profiler_records() -> None:
+    # A label costs ~10 µs when recorded; the timed calls, run with no profiler, must not pay it.
+    assert not isinstance(stage("fft/forward"), record_function)
+    with profile(activities=[ProfilerActivity.CPU]):
+        assert isinstance(stage("fft/forward"), record_function)
+    assert not isinstance(stage("fft/forward"), record_function)
 
 
 def test_algorithm_parameters() -> None:

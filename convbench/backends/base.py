@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import record_function
 
 from convbench.spec import ConvSpec
 
@@ -33,6 +35,7 @@ __all__ = [
     "fastest",
     "pad_input",
     "pad_into",
+    "stage",
     "tile_blocks",
     "tuning_input",
     "unit_roundoff",
@@ -69,6 +72,18 @@ class Backend(Protocol):
 
     def tolerance(self, dtype: torch.dtype, device: str) -> float:
         """The largest relative L2 error against the float64 reference that is still correct."""
+
+
+_UNLABELLED = nullcontext()
+
+
+def stage(name: str) -> AbstractContextManager[object]:
+    """A label for one stage of a timed call (``fft/forward``, ``im2col/gemm``), which
+    ``convbench profile`` reports: ``record_function(name)`` while a profiler records, else a
+    context that does nothing. ``record_function`` costs about 10 µs a label even with no
+    profiler running, which a call of a few labels in a loop over images or blocks pays many
+    times: 0.1 ms of a 1 ms FFT call, where the stages themselves take 0.7."""
+    return record_function(name) if torch.autograd._profiler_enabled() else _UNLABELLED
 
 
 @dataclass(frozen=True)

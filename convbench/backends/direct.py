@@ -10,7 +10,6 @@ from collections.abc import Callable, Mapping
 from typing import ClassVar
 
 import torch
-from torch.profiler import record_function
 
 from convbench.backends.base import (
     FLOAT_TOLERANCE,
@@ -23,6 +22,7 @@ from convbench.backends.base import (
     fastest,
     pad_input,
     pad_into,
+    stage,
     tile_blocks,
     tuning_input,
     unit_roundoff,
@@ -88,7 +88,7 @@ class DirectBackend(_DirectFamily):
             xp = pad_input(spec, x)
             n = xp.shape[0]
             y = None
-            with record_function("direct/taps"):
+            with stage("direct/taps"):
                 for r in range(spec.kh):
                     top = r * spec.dh
                     rows = slice(top, top + (oh - 1) * sh + 1, sh)
@@ -252,9 +252,9 @@ class Im2colBackend(_DirectFamily):
             pad_into(spec, x, xpad.permute(0, 3, 1, 2))
             y = torch.empty(x.shape[0], oh, ow, spec.oc, **ws)
             for blk, (taps, into) in zip(blocks, copies, strict=True):
-                with record_function("im2col/unfold"):
+                with stage("im2col/unfold"):
                     into.copy_(taps)
-                with record_function("im2col/gemm"):
+                with stage("im2col/gemm"):
                     gemm(cols[: blk.tiles], y[blk.images, blk.rows].view(blk.tiles, g, kg))
             y = y.permute(0, 3, 1, 2)
             return y if folded else _add_bias(y, bias)
@@ -330,7 +330,7 @@ class Im2colBackend(_DirectFamily):
                 out.baddbmm_(w, a)
 
         def run(x: torch.Tensor) -> torch.Tensor:
-            with record_function("im2col/unfold"):
+            with stage("im2col/unfold"):
                 if xpad is None:
                     pad_into(spec, x, phases[0, : spec.ic].transpose(0, 1))
                 else:
@@ -341,7 +341,7 @@ class Im2colBackend(_DirectFamily):
                         phases[ph, : spec.ic, :, : part.shape[2], : part.shape[3]].copy_(part)
             y = torch.empty(spec.oc, spec.mb, hq, wq, **ws)
             out = y.view(kg * g, area) if two_d else y.view(g, kg, area)
-            with record_function("im2col/gemm"):
+            with stage("im2col/gemm"):
                 for pixels_of_run, terms in runs:
                     products(out[..., pixels_of_run], terms)
             return y[:, :, : spec.oh, : spec.ow].transpose(0, 1)
@@ -369,9 +369,9 @@ class Im2colBackend(_DirectFamily):
             def run(x: torch.Tensor) -> torch.Tensor:
                 xp = inputs(x)
                 if strided:
-                    with record_function("im2col/unfold"):
+                    with stage("im2col/unfold"):
                         xp = xp.contiguous()
-                with record_function("im2col/gemm"):
+                with stage("im2col/gemm"):
                     y = torch.matmul(rows, xp.reshape(xp.shape[0], g, cg, p))
                 return _add_bias(y.view(-1, spec.oc, spec.oh, spec.ow), bias)
 
@@ -380,9 +380,9 @@ class Im2colBackend(_DirectFamily):
         cols = torch.empty(spec.ic, spec.mb, spec.oh, spec.ow, **_like(weight))
 
         def run_all(x: torch.Tensor) -> torch.Tensor:
-            with record_function("im2col/unfold"):
+            with stage("im2col/unfold"):
                 cols.copy_(inputs(x).transpose(0, 1))
-            with record_function("im2col/gemm"):
+            with stage("im2col/gemm"):
                 a = cols.view(g, cg, -1)
                 if bias is None:
                     y = torch.bmm(rows, a)

@@ -46,7 +46,6 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.fft
 import torch
-from torch.profiler import record_function
 
 from convbench.backends.base import (
     FLOAT_TOLERANCE,
@@ -56,6 +55,7 @@ from convbench.backends.base import (
     dtype_reason,
     fastest,
     pad_into,
+    stage,
     tile_blocks,
     tuning_input,
     unit_roundoff,
@@ -282,11 +282,11 @@ def _pipeline(
     def block(y: torch.Tensor, blk: Block) -> None:
         bn, br, r = blk.images.stop - blk.images.start, blk.rows.stop - blk.rows.start, blk.tiles
         top = blk.rows.start * sh
-        with record_function("fft/forward"):
+        with stage("fft/forward"):
             src = xpad[blk.images, :, top : top + (br - 1) * sh + th]
             tiles = src.unfold(2, th, sh).unfold(3, tw, sw)  # (bn, C, br, nw, th, tw)
             spectra = forward(tiles)  # (bn, C, br, nw, th, half)
-        with record_function("fft/pointwise"):
+        with stage("fft/pointwise"):
             if fused:
                 kernels.use_threads(torch.get_num_threads())
                 per = th * tw if paired else nf  # frequencies a channel and tile
@@ -313,7 +313,7 @@ def _pipeline(
                 # Reordered back by strides: torch's and SciPy's inverse real FFTs copy their
                 # input anyway (they work in it).
                 fb = yb.view(nf, g, bn, br, nw, kg).permute(2, 1, 5, 3, 4, 0)
-        with record_function("fft/inverse"):
+        with stage("fft/inverse"):
             rows = y[blk.images, :, top : top + br * sh]
             if paired:
                 res = torch.view_as_real(inverse_pairs(fb))  # (bn, P, br, nw, th, tw, 2)
@@ -332,7 +332,7 @@ def _pipeline(
 
     def run(x: torch.Tensor) -> torch.Tensor:
         y = torch.empty(n, 2 * pairs if paired else k, nh * sh, nw * sw, **real)
-        with record_function("fft/forward"):
+        with stage("fft/forward"):
             pad_into(spec, x, xpad)
         for blk in blocks:
             block(y, blk)
@@ -443,7 +443,7 @@ class FFTTorchBackend(_FFTBase):
     ) -> Transforms:
         del workers  # torch.fft runs on torch's threads
         th, tw = size
-        with record_function("fft/filter_spectrum"):
+        with stage("fft/filter_spectrum"):
             wf = torch.fft.rfft2(_dilated(spec, weight), s=(th, tw)).conj().resolve_conj()
 
         def forward(tiles: torch.Tensor) -> torch.Tensor:
@@ -485,7 +485,7 @@ class FFTScipyBackend(_FFTBase):
         self, spec: ConvSpec, size: tuple[int, int], weight: torch.Tensor, workers: int
     ) -> Transforms:
         th, tw = size
-        with record_function("fft/filter_spectrum"):
+        with stage("fft/filter_spectrum"):
             w = _dilated(spec, weight).numpy()
             wf = torch.from_numpy(scipy.fft.rfft2(w, s=(th, tw), workers=workers).conj())
 

@@ -53,7 +53,6 @@ from functools import cache
 
 import numpy as np
 import torch
-from torch.profiler import record_function
 
 from convbench.backends.base import (
     Block,
@@ -62,6 +61,7 @@ from convbench.backends.base import (
     dtype_reason,
     fastest,
     pad_into,
+    stage,
     tile_blocks,
     tuning_input,
     unit_roundoff,
@@ -193,7 +193,7 @@ class WinogradBackend:
         g, kg, cg = spec.g, spec.oc // spec.g, spec.ic // spec.g
         bb = _kron(bt_h, bt_w, dtype, device)  # (nh·nw, nh·nw)
         aa = _kron(at_h, at_w, dtype, device)  # (m·m, nh·nw)
-        with record_function("winograd/filter_transform"):
+        with stage("winograd/filter_transform"):
             gg = _kron(g_h, g_w, torch.float64, device)  # (nh·nw, kh·kw)
             u = gg @ weight.to(torch.float64).reshape(spec.oc * cg, kh * kw).T
             # (nh·nw, G, C/g, K/g): the right operand of the transform-domain GEMMs.
@@ -292,7 +292,7 @@ class WinogradBackend:
             block = self._torch_block(spec, xpad, v, gemm, bb, aa, bias)
 
         def run(x: torch.Tensor) -> torch.Tensor:
-            with record_function("winograd/input_transform"):
+            with stage("winograd/input_transform"):
                 # The padded input, extended with zeros to whole tiles (extra outputs are cut
                 # below).
                 pad_into(spec, x, xpad.permute(0, 3, 1, 2))
@@ -336,16 +336,16 @@ class WinogradBackend:
             p = blk.tiles
             top = blk.rows.start * m
             src = xpad[blk.images, top : top + br * m + kh - 1]
-            with record_function("winograd/input_transform"):
+            with stage("winograd/input_transform"):
                 db = d[: nh * nw * p * c].view(nh, nw, bn, br, tw, c)
                 db.copy_(src.unfold(1, nh, m).unfold(2, nw, m).permute(4, 5, 0, 1, 2, 3))
                 vb = v[: nh * nw * p * c].view(nh * nw, p, c)
                 torch.mm(bb, db.view(nh * nw, p * c), out=vb.view(nh * nw, p * c))
-            with record_function("winograd/gemm"):
+            with stage("winograd/gemm"):
                 mb_ = gemm(vb, p)
                 if bias is not None and at_one is not None:
                     mb_[at_one].add_(bias)
-            with record_function("winograd/output_transform"):
+            with stage("winograd/output_transform"):
                 yb = yt[: m * m * p * k].view(m * m, p * k)
                 torch.mm(aa, mb_.view(nh * nw, p * k), out=yb)
                 dst = y[blk.images, top : top + br * m].view(bn, br, m, tw, m, k)
@@ -387,13 +387,13 @@ class WinogradBackend:
             p0 = (blk.images.start * th + blk.rows.start) * tw
             p1 = p0 + blk.tiles
             vb = v[: nh * nw * blk.tiles * c].view(nh * nw, blk.tiles, c)
-            with record_function("winograd/input_transform"):
+            with stage("winograd/input_transform"):
                 kernels.input_transform(
                     xpad_np, bt_h, bt_w, m, th, tw, p0, p1, vb.numpy(), scratch_in
                 )
-            with record_function("winograd/gemm"):
+            with stage("winograd/gemm"):
                 mb_ = gemm(vb, blk.tiles)
-            with record_function("winograd/output_transform"):
+            with stage("winograd/output_transform"):
                 kernels.output_transform(
                     mb_.numpy(), at_h, at_w, th, tw, p0, p1, bias_np, y.numpy(), scratch_out
                 )
