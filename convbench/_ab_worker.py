@@ -33,6 +33,7 @@ import gc
 import json
 import os
 import sys
+import threading
 import time
 import traceback
 from typing import Any
@@ -81,6 +82,44 @@ def versions(torch: Any, convbench: Any) -> dict[str, Any]:
     names = getattr(backends, "names", None)
     out["backends"] = list(names()) if callable(names) else None
     return out
+
+
+QUIESCE_S = 0.25
+"""The longest a worker waits for its threads to fall asleep before it answers anyway."""
+
+
+def quiesce(limit: float = QUIESCE_S) -> None:
+    """Return once every thread of this process but the caller's sleeps, or after ``limit``.
+
+    OpenMP's threads (torch's, Numba's) spin for a while after each parallel region before
+    they sleep: 5-9 ms after a 512² matmul here. A worker that answered at once left them
+    spinning on the cores the other side's worker was about to time its calls on. With 2
+    threads on 2 cores, ``ab`` of one revision against itself timed torch on
+    mb8ic64ih56oc64oh56kh1ph0 at 1.8-3.5 ms a call (``convbench run``: 1.65) and fft-torch on
+    mb1ic128ih28oc128oh28kh3ph1 at 3.6-4.1 ms; waiting, at 1.8-2.0 and 2.5-2.8 ms. So a worker
+    waits, untimed, until Linux lists none of its other threads as running (``R`` in
+    ``/proc/self/task/*/stat``); where there is no ``/proc``, it does not wait."""
+    me = str(threading.get_native_id())
+    try:
+        tasks = [t for t in os.listdir("/proc/self/task") if t != me]
+    except OSError:
+        return
+    deadline = time.perf_counter() + limit
+    while time.perf_counter() < deadline:
+        if not any(_running(t) for t in tasks):
+            return
+        time.sleep(2e-4)
+
+
+def _running(task: str) -> bool:
+    """Whether thread ``task`` of this process is running or runnable (a thread that has
+    ended is not)."""
+    try:
+        with open(f"/proc/self/task/{task}/stat", encoding="ascii") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] == "R"
 
 
 def serve(config: dict[str, Any]) -> int:
@@ -150,6 +189,7 @@ def serve(config: dict[str, Any]) -> int:
                 if cuda:
                     torch.cuda.synchronize()
                 seconds = time.perf_counter() - t0
+                quiesce()
             except Exception as exc:
                 traceback.print_exc()
                 send({"error": f"{type(exc).__name__}: {exc}".strip()})

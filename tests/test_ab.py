@@ -4,6 +4,7 @@ worker processes per run, records on disk, verdicts and exit codes as a user mee
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -256,3 +257,41 @@ def test_ab_interrupted_keeps_the_finished_cases(repo: Path, tmp_path: Path) -> 
     assert 1 <= len(new) < 7 and len(base) >= len(new)
     assert f"interrupted after {len(new)} of 7 cases" in stdout
     assert "Traceback" not in stderr
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="no /proc to read threads from")
+def test_a_worker_answers_only_once_its_threads_sleep() -> None:
+    """OpenMP's threads spin for milliseconds after each parallel region; a worker that
+    answered while its threads spun would slow the other side's calls that start next."""
+    from convbench.ab import WORKER
+
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKER), json.dumps({"threads": 2, "cpus": None})],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None
+
+    def ask(request: dict[str, object]) -> dict[str, object]:
+        proc.stdin.write(json.dumps(request) + "\n")
+        proc.stdin.flush()
+        return json.loads(proc.stdout.readline())
+
+    def running() -> list[str]:
+        """The worker's threads that run, but for its main one, which goes on to read the
+        next request."""
+        tasks = Path(f"/proc/{proc.pid}/task")
+        others = [t for t in os.listdir(tasks) if t != str(proc.pid)]
+        stats = [(tasks / t / "stat").read_text() for t in others]
+        return [s for s in stats if s[s.rindex(")") + 2] == "R"]
+
+    try:
+        assert "hello" in json.loads(proc.stdout.readline())
+        case = {"spec": "mb8ic64ih28oc64kh3ph1", "fill": "randn", "backend": "torch",
+                "device": "cpu", "dtype": "float32"}  # fmt: skip
+        assert ask({"op": "prepare", "id": 1, "case": case, "seed": 0})["status"] == "ready"
+        for _ in range(5):
+            assert ask({"op": "time", "id": 1, "number": 3})["seconds"] > 0
+            assert running() == []
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)
