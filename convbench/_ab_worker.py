@@ -94,10 +94,10 @@ def quiesce(limit: float = QUIESCE_S) -> None:
     OpenMP's threads (torch's, Numba's) spin for a while after each parallel region before
     they sleep: 5-9 ms after a 512² matmul here. A worker that answered at once left them
     spinning on the cores the other side's worker was about to time its calls on. With 2
-    threads on 2 cores, ``ab`` of one revision against itself timed torch on
-    mb8ic64ih56oc64oh56kh1ph0 at 1.8-3.5 ms a call (``convbench run``: 1.65) and fft-torch on
-    mb1ic128ih28oc128oh28kh3ph1 at 3.6-4.1 ms; waiting, at 1.8-2.0 and 2.5-2.8 ms. So a worker
-    waits, untimed, until Linux lists none of its other threads as running (``R`` in
+    threads on 2 cores, two ``ab`` of one revision against itself timed fft-torch on
+    mb1ic128ih28oc128oh28kh3ph1 at 3.6-4.1 ms a call and on mb8ic64ih56oc64oh56kh1ph0 at
+    15.4-17.8 ms; two with the wait, at 2.5-2.8 and 10.3-13.5 ms. So a worker waits, untimed,
+    until Linux lists none of its other threads as running (``R`` in
     ``/proc/self/task/*/stat``); where there is no ``/proc``, it does not wait."""
     me = str(threading.get_native_id())
     try:
