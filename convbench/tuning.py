@@ -129,6 +129,8 @@ def _choose_one(
         for _, other, _ in qualified:
             if other is not r:
                 others[other.backend] += f", but {r.backend} is faster"
+        if base is not None:  # the baseline, timed and not chosen, says why too
+            others.setdefault(baseline, f"slower: {r.backend} runs {ratio_text(ratio)} over it")
         return Choice(
             **common,
             backend=r.backend,

@@ -52,6 +52,7 @@ def test_the_fastest_backend_within_its_bound_is_chosen() -> None:
         c.others["im2col"].startswith("faster, 1.30x")
         and "winograd-f4 is faster" in (c.others["im2col"])
     )
+    assert c.others["torch"] == "slower: winograd-f4 runs 1.80x [1.78-1.82] over it"
     assert c.problem == problem_key(SPEC) and "layer" not in c.problem
 
 
