@@ -224,7 +224,10 @@ def _fall(c: Choice, why: str, network: str) -> Choice:
         bound=None,
         within=True,
         network=network,
-        others=c.others | {c.backend: f"{alone}, but {why}"},
+        others={
+            **{b: text for b, text in c.others.items() if b != BASELINE},
+            c.backend: f"{alone}, but {why}",
+        },
     )
 
 

@@ -28,7 +28,16 @@ def _table(net: torch.nn.Module, x: torch.Tensor, chosen: list[str]) -> Table:
     layers = conv_layers(net, x)
     return Table(
         [
-            Choice(problem_key(spec), "cpu", "float32", host, backend, "given", **claim)
+            Choice(
+                problem_key(spec),
+                "cpu",
+                "float32",
+                host,
+                backend,
+                "given",
+                **claim,
+                others={} if backend == "torch" else {"torch": f"slower: {backend} runs 1.5x"},
+            )
             for (_, spec), backend in zip(layers, chosen, strict=True)
         ]
     )
@@ -57,6 +66,7 @@ def test_a_choice_slower_in_the_network_falls_back_to_torch_and_says_why() -> No
     assert fell.backend == "torch" and fell.speedup == 1.0 and fell.rounds == 0
     assert "direct is 1.50x [1.40-1.60] alone, but direct 0." in fell.why
     assert "(slower) in the network" in fell.others["direct"] and fell.network == check.text
+    assert "torch" not in fell.others  # the backend chosen is no "other"
     assert kept == table.choices[1]  # untouched: it was torch already
     # The whole network decides last: neither table is faster than torch there.
     assert set(settled.whole) == {"per-layer", "settled"} and settled.chosen == "torch"
