@@ -88,8 +88,9 @@ QUIESCE_S = 0.25
 """The longest a worker waits for its threads to fall asleep before it answers anyway."""
 
 
-def quiesce(limit: float = QUIESCE_S) -> None:
-    """Return once every thread of this process but the caller's sleeps, or after ``limit``.
+def quiesce(limit: float = QUIESCE_S) -> bool:
+    """Return once every thread of this process but the caller's sleeps (True), or after
+    ``limit`` (False: some thread does not sleep, and waiting for it again would be wasted).
 
     OpenMP's threads (torch's, Numba's) spin for a while after each parallel region before
     they sleep: 5-9 ms after a 512² matmul here. A worker that answered at once left them
@@ -103,12 +104,13 @@ def quiesce(limit: float = QUIESCE_S) -> None:
     try:
         tasks = [t for t in os.listdir("/proc/self/task") if t != me]
     except OSError:
-        return
+        return False
     deadline = time.perf_counter() + limit
     while time.perf_counter() < deadline:
         if not any(_running(t) for t in tasks):
-            return
+            return True
         time.sleep(2e-4)
+    return False
 
 
 def _running(task: str) -> bool:
@@ -144,6 +146,7 @@ def serve(config: dict[str, Any]) -> int:
     send({"hello": hello})
     known = hello["backends"]
     readies: dict[int, Any] = {}
+    quiet = True  # whether this process's threads fell asleep the last time they were awaited
     for line in sys.stdin:
         request = json.loads(line)
         op, key = request["op"], request["id"]
@@ -189,7 +192,7 @@ def serve(config: dict[str, Any]) -> int:
                 if cuda:
                     torch.cuda.synchronize()
                 seconds = time.perf_counter() - t0
-                quiesce()
+                quiet = quiet and quiesce()
             except Exception as exc:
                 traceback.print_exc()
                 send({"error": f"{type(exc).__name__}: {exc}".strip()})

@@ -295,3 +295,28 @@ def test_a_worker_answers_only_once_its_threads_sleep() -> None:
     finally:
         proc.stdin.close()
         proc.wait(timeout=60)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="no /proc to read threads from")
+def test_a_thread_that_never_sleeps_is_waited_for_only_until_the_limit() -> None:
+    """A worker stops waiting for its threads once one did not sleep within the limit."""
+    from convbench.ab import WORKER
+
+    script = f"""
+import importlib.util, threading, time
+spec = importlib.util.spec_from_file_location("worker", {str(WORKER)!r})
+worker = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(worker)
+stop = threading.Event()
+busy = threading.Thread(target=lambda: [None for _ in iter(stop.is_set, True)])
+busy.start()
+t0 = time.perf_counter()
+spinning = worker.quiesce(0.05)
+waited = time.perf_counter() - t0
+stop.set()
+busy.join()
+print(spinning, waited >= 0.05, worker.quiesce(0.05))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.split() == ["False", "True", "True"]  # the worker prints on fd 2
