@@ -610,3 +610,9 @@ def _time(
                         return
     except KeyboardInterrupt:
         outcome.interrupted = True
+        # A Ctrl-C can land after a case's records are written (a record is on disk once
+        # flushed, before its fsync returns) and before they are counted: the cases both
+        # sides have on disk are what finished.
+        written = {role: store.records() for role, store in outcome.stores.items()}
+        keys = set.intersection(*({r.key for r in rs} for rs in written.values()))
+        outcome.records = {role: [r for r in rs if r.key in keys] for role, rs in written.items()}
