@@ -272,6 +272,38 @@ def test_fused_channel_sums_match_a_product_of_spectra(
     assert err <= 8 * cg * unit_roundoff(dtype) * scale
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(2, 9),
+    st.integers(2, 9),
+    st.sampled_from([torch.float32, torch.float64]),
+    st.integers(0, 2**31),
+)
+def test_unpairing_places_each_tiles_outputs_and_bias(
+    n: int, pairs: int, br: int, nw: int, th: int, tw: int, dtype: torch.dtype, seed: int
+) -> None:
+    """Paired inverse transforms go to channels 2p (real) and 2p + 1 (imaginary), each tile's
+    first S×S outputs at its place in a block of rows below ``top``, plus the bias; nothing
+    else in the output is touched."""
+    from convbench.backends import fft_kernels
+
+    gen = torch.Generator().manual_seed(seed)
+    sh, sw = 1 + seed % th, 1 + (seed // 7) % tw
+    z = torch.randn(n, pairs, br, nw, th, tw, 2, dtype=dtype, generator=gen)
+    bias = torch.randn(2 * pairs, dtype=dtype, generator=gen)
+    image, top = seed % 2, sh * ((seed // 3) % 2)
+    y = torch.full((n + image, 2 * pairs, top + br * sh + 1, nw * sw), float("nan"), dtype=dtype)
+    fft_kernels.unpair(z.numpy(), y.numpy(), bias.numpy(), image, top, sh, sw)
+    want = z[..., :sh, :sw, :].permute(0, 1, 6, 2, 4, 3, 5).reshape(n, 2 * pairs, br * sh, -1)
+    assert torch.equal(y[image:, :, top : top + br * sh], want + bias.view(1, -1, 1, 1))
+    y[image:, :, top : top + br * sh] = float("nan")
+    assert y.isnan().all()
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.integers(1, 9), st.integers(1, 12), st.integers(1, 12), st.integers(1, 400))
 def test_blocks_cover_the_work_once(n: int, th: int, tw: int, target: int) -> None:

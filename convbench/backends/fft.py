@@ -275,9 +275,12 @@ def _pipeline(
     rows_out = slice(0, (spec.oh - 1) * spec.sh + 1, spec.sh)
     cols_out = slice(0, (spec.ow - 1) * spec.sw + 1, spec.sw)
     bias6 = None if bias is None else bias.view(1, -1, 1, 1, 1, 1)
-    if paired and bias is not None:
-        # (1, P, 2, 1, 1, 1, 1): channel 2p + r; a zero bias for the dropped odd channel.
-        bias6 = torch.cat([bias, bias.new_zeros(2 * pairs - k)]).view(1, pairs, 2, 1, 1, 1, 1)
+    if paired:
+        # Channel 2p + r's bias; zero for the dropped odd channel, and for no bias at all.
+        bias_pairs = torch.zeros(2 * pairs, **real)
+        if bias is not None:
+            bias_pairs[:k] = bias
+        bias_pairs = bias_pairs.numpy()
 
     def block(y: torch.Tensor, blk: Block) -> None:
         bn, br, r = blk.images.stop - blk.images.start, blk.rows.stop - blk.rows.start, blk.tiles
@@ -313,18 +316,16 @@ def _pipeline(
                 # Reordered back by strides: torch's and SciPy's inverse real FFTs copy their
                 # input anyway (they work in it).
                 fb = yb.view(nf, g, bn, br, nw, kg).permute(2, 1, 5, 3, 4, 0)
+        # Each tile's first S×S outputs in place, the bias added on the way.
         with stage("fft/inverse"):
-            rows = y[blk.images, :, top : top + br * sh]
             if paired:
                 res = torch.view_as_real(inverse_pairs(fb))  # (bn, P, br, nw, th, tw, 2)
-                out = res[..., :sh, :sw, :].permute(0, 1, 6, 2, 4, 3, 5)
-                dst = rows.view(bn, pairs, 2, br, sh, nw, sw)
-            else:
-                # A view unless groups must be merged.
-                res = inverse(fb.reshape(bn, k, br, nw, th, half))
-                out = res[..., :sh, :sw].transpose(3, 4)
-                dst = rows.view(bn, k, br, sh, nw, sw)
-            # Each tile's first S×S outputs in place, the bias added on the way.
+                kernels.unpair(res.numpy(), y.numpy(), bias_pairs, blk.images.start, top, sh, sw)
+                return
+            # A view unless groups must be merged.
+            res = inverse(fb.reshape(bn, k, br, nw, th, half))
+            out = res[..., :sh, :sw].transpose(3, 4)
+            dst = y[blk.images, :, top : top + br * sh].view(bn, k, br, sh, nw, sw)
             if bias6 is None:
                 dst.copy_(out)
             else:

@@ -4,12 +4,13 @@ Y[n, k, t, f] = Σ_c X[n, c, t, f] · W[k, c, f] over every image n, tile t and 
 With a handful of channels the sums are no GEMM worth the name (8×8 channels at each of ten
 thousand frequencies), and done with torch's operators (one ``addcmul`` a channel over all
 frequencies at once) each of the C passes reads and writes the whole output spectrum. This
-kernel reads each input and weight spectrum once and keeps the sums in registers: the
+kernel reads each input and weight spectrum once and keeps the sums in a block of its own: the
 frequencies go in runs of LANES, each (image, tile) run of the C channels is first split into
 real and imaginary parts in a scratch of its own, and four output channels are summed at once,
 their weights laid out run by run (:func:`weight_layout`) so that the loop reads them in order.
-Measured on 2 threads against the ``addcmul`` form, the two in 60 alternating rounds (median
-of the per-round ratios [95 % interval]): 0.26 against 0.40 ms, 1.53× [1.34, 1.59], for 8×8
+Measured on 2 threads against the ``addcmul`` form with runs of 16 (LANES says what 64 gained),
+the two in 60 alternating rounds (median of the per-round ratios [95 % interval]): 0.26 against
+0.40 ms, 1.53× [1.34, 1.59], for 8×8
 channels on one 140×140 tile; 0.67 against 1.47 ms, 2.17× [1.96, 2.38], for 16×16; 2.0 against
 6.7 ms, 3.25× [3.05, 3.48], for 32×32 at minibatch 4 on 72×72 tiles. With one tile of 16×16
 channels the sums read a 20 MB weight spectrum once each, at 31 GB/s: most of what two threads
@@ -22,9 +23,9 @@ fft-torch's whole call 1.01–1.09× slower (one image of 8 or 16 channels at 12
 (4, 32, 64²) with a 7×7 kernel; the two loops compiled alike and paired in alternating rounds).
 
 The accumulators are allocated in each job: the compiler then knows that they alias nothing
-and keeps them in registers (in a scratch row shared with the loads, the same loop ran four
-times slower). Each job is a group and a run of frequencies, so a thread reads its runs of the
-weights once for all images and tiles.
+(in a scratch row shared with the loads, the same loop ran four times slower). Each job is a
+group and a run of frequencies, so a thread reads its runs of the weights once for all images
+and tiles.
 """
 
 from __future__ import annotations
@@ -36,10 +37,15 @@ from numba import njit, prange
 
 from convbench.backends.numba_pool import JIT, POOL, use_threads
 
-__all__ = ["LANES", "POOL", "channel_sums", "use_threads", "weight_layout"]
+__all__ = ["LANES", "POOL", "channel_sums", "unpair", "use_threads", "weight_layout"]
 
-LANES = 16
-"""Frequencies a run: one AVX-512 register of float32 (two of AVX2)."""
+LANES = 64
+"""Frequencies a run. The loop over a run's lanes is what the compiler vectorizes, and what each
+run costs besides it (splitting the inputs into the scratch, the loops over output blocks and
+channels) is paid once per run: the kernel alone ran 1.17–1.67× faster with runs of 64 than of
+16 (one register of float32), and 1.07–1.31× faster than with 32 (8 → 16 channels on one
+140×140 tile or four 70×72, 16 → 16 on four 70×72, 8 → 8 on nine 54×54; 200 alternating
+rounds); runs of 128 gained little more and lost on 32 → 32 channels (1.01× of 16's)."""
 OUTPUTS = 4
 """Output channels summed at once: eight accumulators of LANES."""
 
@@ -159,3 +165,30 @@ def channel_sums(
                                     dst[o] = ar[jj] + bi[jj]
                                     dst[o + np.uint64(1)] = br[jj] - ai[jj]
                             j += length
+
+
+@njit(**JIT)
+def unpair(
+    z: np.ndarray, y: np.ndarray, bias: np.ndarray, image: int, top: int, sh: int, sw: int
+) -> None:
+    """y[image + n, 2p + r, top + i·sh + a, j·sw + b] = z[n, p, i, j, a, b, r] + bias[2p + r]
+    for a < sh, b < sw: the first sh×sw outputs of each tile (i, j) of the paired inverse
+    transforms ``z`` (N, P, tile rows, tile columns, Th, Tw, 2), real part to channel 2p,
+    imaginary part to 2p + 1, into the C-contiguous output ``y`` (N, 2P, H, W) at rows from
+    ``top``. torch's strided copy of the same (stride-2 reads, the bias broadcast into them)
+    took 158 µs where this loop takes 106 for sixteen channels of 120×120 in four 70×72 tiles,
+    386 against 256 µs for 32 channels in nine 54×54 (2 threads, median of 300 calls each)."""
+    bn, pairs, br, nw = z.shape[0], z.shape[1], z.shape[2], z.shape[3]
+    for job in prange(bn * pairs * br):
+        ni, rest = job // (pairs * br), job % (pairs * br)
+        p, i = rest // br, rest % br
+        b0, b1 = bias[2 * p], bias[2 * p + 1]
+        for a in range(sh):
+            out0 = y[image + ni, 2 * p, top + i * sh + a]
+            out1 = y[image + ni, 2 * p + 1, top + i * sh + a]
+            for j in range(nw):
+                src = z[ni, p, i, j, a]
+                at = j * sw
+                for b in range(sw):
+                    out0[at + b] = src[b, 0] + b0
+                    out1[at + b] = src[b, 1] + b1
