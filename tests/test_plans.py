@@ -238,8 +238,9 @@ def test_fused_channel_sums_match_a_product_of_spectra(
 ) -> None:
     """The fused kernel sums Y[n, k, t, f] = Σ_c X[n, c, t, f]·W[k, c, f] within each group
     for any channel counts (not only multiples of its block of four outputs), frequencies (not
-    only multiples of its run) and both precisions; paired (one group), it writes
-    Y₂ₚ + i·Y₂ₚ₊₁ over the whole rows × width grid, an odd last output paired with zeros."""
+    only multiples of its run) and both precisions; paired (one group), it reads the whole
+    spectra of x₂ₚ + i·x₂ₚ₊₁ and writes Y₂ₚ + i·Y₂ₚ₊₁ over the whole rows × width grid, an odd
+    last channel paired with zeros on either side."""
     from convbench.backends import fft_kernels
 
     g = 1 if paired else g
@@ -258,6 +259,9 @@ def test_fused_channel_sums_match_a_product_of_spectra(
         ys = torch.cat([want, want.new_zeros(n, 2 * pairs - kg, t, nf)], 1)
         ys = _whole(ys.view(n, pairs, 2, t, rows, nf // rows), width)
         want = (ys[:, :, 0] + 1j * ys[:, :, 1]).reshape(n, pairs, t, rows * width)
+        pairs_in = torch.cat([signals, signals.new_zeros(n, cg % 2, t, rows, width)], 1)
+        pairs_in = pairs_in.view(n, -1, 2, t, rows, width)
+        x = torch.fft.fft2(pairs_in[:, :, 0] + 1j * pairs_in[:, :, 1])
     y = torch.full(want.shape, float("nan"), dtype=cplx)
     scratch = torch.empty(fft_kernels.POOL, cg, 2, fft_kernels.LANES, dtype=dtype).numpy()
     fft_kernels.channel_sums(

@@ -253,14 +253,19 @@ def pad_into(spec: ConvSpec, x: torch.Tensor, buf: torch.Tensor) -> None:
     other padding modes go through :func:`pad_input`. Whatever lies beyond the padded input
     in ``buf`` is left as it is.
     """
-    hp, wp = spec.ih + spec.ph + spec.ph_r, spec.iw + spec.pw + spec.pw_r
+    src, top, left = padded_part(spec, x)
+    buf[:, :, top : top + src.shape[2], left : left + src.shape[3]].copy_(src)
+
+
+def padded_part(spec: ConvSpec, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    """What :func:`pad_into` writes, and the row and column where it goes: for zero padding
+    the input (cropped where the padding is negative) inside a border the buffer keeps, for
+    the other modes the whole of :func:`pad_input`'s result."""
     if spec.padding_mode != "zeros":
-        buf[:, :, :hp, :wp].copy_(pad_input(spec, x))
-        return
+        return pad_input(spec, x), 0, 0
     ct, cb, cl, cr = (max(-p, 0) for p in (spec.ph, spec.ph_r, spec.pw, spec.pw_r))
-    top, left = max(spec.ph, 0), max(spec.pw, 0)
     h, w = spec.ih - ct - cb, spec.iw - cl - cr
-    buf[:, :, top : top + h, left : left + w].copy_(x[:, :, ct : ct + h, cl : cl + w])
+    return x[:, :, ct : ct + h, cl : cl + w], max(spec.ph, 0), max(spec.pw, 0)
 
 
 def conv_input(spec: ConvSpec, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
