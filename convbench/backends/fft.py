@@ -25,7 +25,8 @@ depends on the caches):
 where gemm_rate falls off for short products (few rows or few channels: the fixed cost of a
 small GEMM), as GEMM_OVERHEAD says. With few channels the sums are also tried as C/g
 multiply-accumulates over all frequencies and tiles at once (no per-product cost, no reordering
-of the spectra), on the CPU in one fused loop that reads each spectrum once (``fft_kernels``):
+of the spectra), on the CPU in one fused loop that reads each spectrum once (``fft_kernels``;
+without groups its channels go in pairs, one complex FFT for two, in and out):
 the form that wins for a single image of 8 or 16 channels, where it reads the weight spectrum
 once a call and the per-frequency GEMMs would have one row. A small image with a
 large kernel keeps one tile (the overlap S/T would waste most of the work); many channels favour
