@@ -69,9 +69,7 @@ def weight_layout(wf: torch.Tensor, groups: int) -> np.ndarray:
 
 
 @njit(**(JIT | {"parallel": False}), inline="always")
-def _split_one(
-    xs: np.ndarray, c0: int, j: int, zr: float, zi: float, mr: float, mi: float
-) -> None:
+def _split_one(xs: np.ndarray, c0: int, j: int, zr: float, zi: float, mr: float, mi: float) -> None:
     """Lane j of channels c0 and c0 + 1 from Z = (zr, zi) and its mirror (mr, mi)."""
     xs[c0, 0, j] = 0.5 * (zr + mr)
     xs[c0, 1, j] = 0.5 * (zi - mi)
