@@ -6,15 +6,16 @@ thousand frequencies), and done with torch's operators (one ``addcmul`` a channe
 frequencies at once) each of the C passes reads and writes the whole output spectrum. This
 kernel reads each input and weight spectrum once and keeps the sums in a block of its own: the
 frequencies go in runs of LANES, each (image, tile) run of the C channels is first split into
-real and imaginary parts in a scratch of its own, and four output channels are summed at once,
-their weights laid out run by run (:func:`weight_layout`) so that the loop reads them in order.
-Measured on 2 threads against the ``addcmul`` form with runs of 16 (LANES says what 64 gained),
-the two in 60 alternating rounds (median of the per-round ratios [95 % interval]): 0.26 against
-0.40 ms, 1.53× [1.34, 1.59], for 8×8
-channels on one 140×140 tile; 0.67 against 1.47 ms, 2.17× [1.96, 2.38], for 16×16; 2.0 against
-6.7 ms, 3.25× [3.05, 3.48], for 32×32 at minibatch 4 on 72×72 tiles. With one tile of 16×16
-channels the sums read a 20 MB weight spectrum once each, at 31 GB/s: most of what two threads
-stream from outside the core caches (a plain sum of 20 MB reads 40 GB/s).
+real and imaginary parts in a scratch of its own (or taken apart from the spectra of channel
+pairs, :func:`_split_pairs`), and four output channels are summed at once, their weights laid
+out run by run (:func:`weight_layout`) so that the loop reads them in order. Measured on 2
+threads against the ``addcmul`` form with runs of 16 (LANES says what 64 gained), the two in 60
+alternating rounds (median of the per-round ratios [95 % interval]): 0.26 against 0.40 ms, 1.53×
+[1.34, 1.59], for 8×8 channels on one 140×140 tile; 0.67 against 1.47 ms, 2.17× [1.96, 2.38],
+for 16×16; 2.0 against 6.7 ms, 3.25× [3.05, 3.48], for 32×32 at minibatch 4 on 72×72 tiles.
+With one tile of 16×16 channels the sums read a 20 MB weight spectrum once each, at 31 GB/s:
+most of what two threads stream from outside the core caches (a plain sum of 20 MB reads 40
+GB/s).
 
 The pairs' whole spectra are written row by row of a run, the mirrored half backwards: written
 frequency by frequency, with the row arithmetic and the test for the mirror in every store, the
