@@ -1,20 +1,19 @@
 """``convbench ab BASE NEW``: two versions timed on this machine in alternating rounds.
 
-A side is a git revision of the checkout the command runs in (its files extracted with
-``git archive REV | tar -x``, run by this interpreter with the tree first on ``PYTHONPATH``) or
-a Python environment (an interpreter, or a virtualenv folder: "did upgrading torch slow my
-layers?"). Each side runs in ONE long-lived worker process of its own (``_ab_worker.py``) that
-imports that side's convbench and torch, prepares each case and times calls of it with its own
-clock. This process only orchestrates: per case it asks both workers to prepare it, then runs
-the rounds engine (``measure_rounds``) over two samplers that each ask their worker for the
-seconds of a group of calls. The rounds interleave the two versions in random order, one side
-working at a time, so a drift of the machine hits both alike and sample ``i`` of base pairs
-with sample ``i`` of new: the verdict comes from the per-round ratios (``verdicts.compare``
-with ``paired=True``), which resolves changes of a few percent that two separate runs on the
-same machine cannot. What rounds cannot pair away is the process itself: a worker keeps one
-memory layout for life, and two versions lay memory out differently, which can move a call of
-microseconds by a few percent from one ``ab`` to the next; a change that small wants a second
-``ab`` (fresh processes) before it is believed.
+A side is a git revision of the checkout the command runs in or a Python environment (an
+interpreter, or a virtualenv folder), as :mod:`convbench.sides` finds it. Each side runs in ONE
+long-lived worker process of its own (``_ab_worker.py``) that imports that side's convbench and
+torch, prepares each case and times calls of it with its own clock. This process only
+orchestrates: per case it asks both workers to prepare it, then runs the rounds engine
+(``measure_rounds``) over two samplers that each ask their worker for the seconds of a group of
+calls. The rounds interleave the two versions in random order, one side working at a time, so a
+drift of the machine hits both alike and sample ``i`` of base pairs with sample ``i`` of new:
+the verdict comes from the per-round ratios (``verdicts.compare`` with ``paired=True``), which
+resolves changes of a few percent that two separate runs on the same machine cannot. What
+rounds cannot pair away is the process itself: a worker keeps one memory layout for life, and
+two versions lay memory out differently, which can move a call of microseconds by a few percent
+from one ``ab`` to the next; a change that small wants a second ``ab`` (fresh processes) before
+it is believed.
 
 Results go to ``<out>/ab-<run id>/``, a ``base/`` and a ``new/`` run folder (records,
 ``environment.json`` naming the side, ``run.json``), each record appended as its case finishes:
@@ -47,6 +46,7 @@ from convbench.measure.stats import paired_ratio
 from convbench.measure.timing import Sampler, Timing, TimingConfig, measure_rounds
 from convbench.report.summary import format_seconds
 from convbench.results import Record, RunStore, new_run_id
+from convbench.sides import Side, SideError, last_line, resolve
 from convbench.spec import parse
 from convbench.suites import Workload
 from convbench.sweep import Case, SweepConfig, _base, estimate_bytes, plan, timing_fields
@@ -76,102 +76,12 @@ _MEASURED = ("ok", "inaccurate")
 OnCount = Callable[[CaseCount, int, int], None]  # told of each counted case: done, total
 
 
-class SideError(Exception):
-    """A side that cannot be set up or does not start: one line, and exit code 2."""
-
-
 class WorkerDied(RuntimeError):
     """A worker exited while it was being asked something."""
 
 
 class CaseError(RuntimeError):
     """A call of the case raised inside the worker: that case fails on that side."""
-
-
-@dataclass(frozen=True)
-class Side:
-    """One version: what the user named, the interpreter and environment that run it."""
-
-    role: str
-    ref: str
-    python: str
-    env: dict[str, str] = field(repr=False)
-    commit: str | None = None  # a git revision's commit; None for an environment
-    tree: Path | None = None  # where the revision's files were extracted
-
-    @property
-    def label(self) -> str:
-        return f"{self.ref} ({self.commit[:10]})" if self.commit else f"python {self.python}"
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
-def _interpreter(ref: str) -> str | None:
-    """The python of a virtualenv folder, or ``ref`` itself if it is an executable file."""
-    path = Path(ref)
-    if path.is_dir():
-        for candidate in (path / "bin" / "python", path / "Scripts" / "python.exe"):
-            if candidate.is_file():
-                return os.path.abspath(candidate)  # not resolved: a venv's python is a link
-        return None
-    return os.path.abspath(path) if path.is_file() and os.access(path, os.X_OK) else None
-
-
-def _git(*args: str) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(["git", *args], capture_output=True, text=True, check=False)
-    except OSError as exc:
-        return subprocess.CompletedProcess(["git", *args], 127, "", str(exc))
-
-
-def _extract(commit: str, repo: str, tree: Path) -> None:
-    """``git archive COMMIT | tar -x -C TREE``: the revision's files, not the checkout's."""
-    tree.mkdir(parents=True)
-    archive = subprocess.Popen(
-        ["git", "archive", "--format=tar", commit],
-        cwd=repo,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert archive.stdout is not None and archive.stderr is not None
-    untar = subprocess.run(
-        ["tar", "-x", "-C", str(tree)], stdin=archive.stdout, capture_output=True, check=False
-    )
-    archive.stdout.close()
-    err = archive.stderr.read().decode(errors="replace")
-    if archive.wait() or untar.returncode:
-        why = _last_line(err) or _last_line(untar.stderr.decode(errors="replace"))
-        raise SideError(f"cannot extract {commit[:10]}: {why}")
-
-
-def resolve(role: str, ref: str, workdir: Path) -> Side:
-    """``ref`` as a side: a python interpreter or virtualenv if it is one, else a git revision
-    of the checkout in the working directory, extracted under ``workdir``."""
-    python = _interpreter(ref)
-    if python:
-        return Side(role, ref, python, dict(os.environ))
-    top = _git("rev-parse", "--show-toplevel")
-    if top.returncode:
-        raise SideError(
-            f"{role} {ref!r} is not a python interpreter or virtualenv, and there is no git "
-            f"checkout here to take it as a revision of ({_last_line(top.stderr)})"
-        )
-    repo = top.stdout.strip()
-    found = _git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
-    if found.returncode:
-        raise SideError(
-            f"{role} {ref!r} is neither a revision of the git checkout {repo} nor a python "
-            "interpreter or virtualenv"
-        )
-    commit = found.stdout.strip()
-    tree = workdir / role
-    _extract(commit, repo, tree)
-    user = os.environ.get("PYTHONPATH", "")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tree), user]))}
-    return Side(role, ref, sys.executable, env, commit, tree)
 
 
 def shared_cpus(threads: int) -> list[int] | None:
@@ -262,7 +172,7 @@ class Worker:
         if self.hello:  # it ran: its log holds the traceback (faulthandler's, on a crash)
             return f"its worker died ({how}; its log: {self.log})"
         try:
-            tail = _last_line(self.log.read_text(errors="replace"))
+            tail = last_line(self.log.read_text(errors="replace"))
         except OSError:
             tail = ""
         return f"its worker died ({how})" + (f": {tail}" if tail else "")
