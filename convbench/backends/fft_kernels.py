@@ -44,9 +44,10 @@ LANES = 64
 """Frequencies a run. The loop over a run's lanes is what the compiler vectorizes, and what each
 run costs besides it (splitting the inputs into the scratch, the loops over output blocks and
 channels) is paid once per run: the kernel alone ran 1.17–1.67× faster with runs of 64 than of
-16 (one register of float32), and 1.07–1.31× faster than with 32 (8 → 16 channels on one
-140×140 tile or four 70×72, 16 → 16 on four 70×72, 8 → 8 on nine 54×54; 200 alternating
-rounds); runs of 128 gained little more and lost on 32 → 32 channels (1.01× of 16's)."""
+16 (one register of float32), and 1.06–1.34× faster than with 32 (8 → 16 channels on one
+140×140 tile or four 70×72, 16 → 16 on four 70×72, 8 → 8 on nine 54×54, 32 → 32 on sixteen
+72×72, 3 → 5 on two 12×12; 200 alternating rounds); runs of 128 gained little more and lost
+on 32 → 32 channels (1.01× of 16's)."""
 OUTPUTS = 4
 """Output channels summed at once: eight accumulators of LANES."""
 
