@@ -143,15 +143,20 @@ def fastest(
     How a problem is best split (tile sizes, blocking) depends on caches, the FFT and GEMM
     libraries and the thread count in ways a model ranks but cannot settle, so the model
     proposes a few and prepare times them, as FFTW's planner and cuDNN's benchmark mode do.
-    Each candidate is first timed in turn (``calls`` calls after ``warm_s`` of untimed
-    ones). Then the best of that pass meets each of the next ``challengers`` within ``near``
-    times its time, one call each in ``rounds`` alternating rounds, and the quicker of each
-    meeting stays. The meetings are there because a machine's speed drifts over seconds and
-    a pass in turn ranks near ties by it: on an 8-channel 11×11 layer at 128², minibatch 16,
-    the whole-image tiling read 15.6 ms in turn once (11.0–12.0 ms in four other processes),
-    lost to a 54×140 tiling at 14.4 ms, and the layer ran 1.76× torch instead of 2.4–3.1×.
-    At most two candidates are built at a time (the one kept and the one timed), so their
-    workspaces never coexist with a third's.
+    Each candidate is first timed in turn (``calls`` calls after ``warm_s`` of untimed ones).
+    Then the best of that pass meets each of the next ``challengers`` within ``near`` times its
+    time, ``calls`` calls back to back in each of ``rounds`` alternating turns, and the quicker
+    of each meeting stays. Back to back, because a benchmark times a callable call after call,
+    and the first call after another candidate's may find its data gone from the caches: with
+    one call a turn, a one-image 16-channel 11×11 layer at 128² kept 42×54 tiles in 3 of 8 runs
+    of ``prepare`` (0 of 8 with two calls a turn), whose calls take 1.96 ms one after another,
+    where 36×140 takes 1.60 and 140×140 1.53, and 8 → 16 channels at 130² kept its fastest
+    tiling in 4 of 8 (7 of 8 with two). The meetings are there because a machine's speed drifts
+    over seconds and a pass in turn ranks near ties by it: on an 8-channel 11×11 layer at 128²,
+    minibatch 16, the whole-image tiling read 15.6 ms in turn once (11.0–12.0 ms in four other
+    processes), lost to a 54×140 tiling at 14.4 ms, and the layer ran 1.76× torch instead of
+    2.4–3.1×. At most two candidates are built at a time (the one kept and the one timed), so
+    their workspaces never coexist with a third's.
 
     With ``CONVBENCH_TUNING=off`` in the environment the first candidate (the model's choice) is
     taken untimed: what is computed is then the same from run to run, as counting instructions
@@ -203,7 +208,7 @@ def fastest(
             again = dict.fromkeys(pair, float("inf"))
             for _ in range(rounds):
                 for label, run in pair.items():
-                    again[label] = min(again[label], best_of(run, 1))
+                    again[label] = min(again[label], best_of(run, calls))
             if again[rival] < again[chosen]:
                 chosen, kept = rival, fn
             del fn, pair
