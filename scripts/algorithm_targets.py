@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from convbench import backends
+from convbench.backends.direct import onednn_linear
 from convbench.env import cpu_count, gemm_gflops
 from convbench.inputs import make_inputs
 from convbench.measure.timing import Clock, TimingConfig, measure, measure_rounds
@@ -111,12 +112,17 @@ def _geomean(xs: list[float]) -> float:
 
 
 def gemm_efficiency(params: dict, peak: float, cfg: TimingConfig) -> float:
-    """The rate of im2col's GEMM, [m × k]·[k × n] at the shape the backend chose
-    (``params["gemm"]``), as a fraction of ``peak``."""
+    """The rate of im2col's GEMM, [m × k]·[k × n] at the shape and by the library the
+    backend chose (``params["gemm"]``, ``params["gemm_library"]``), as a fraction of
+    ``peak``."""
     m, k, n = params["gemm"]
     a, b = torch.randn(m, k), torch.randn(k, n)
     out = torch.empty(m, n)
-    t = measure(lambda: torch.mm(a, b, out=out), "cpu", cfg).median_s
+    if params.get("gemm_library") == "oneDNN matmul":
+        linear = onednn_linear(b.t(), None, m)
+        t = measure(lambda: linear(a), "cpu", cfg).median_s
+    else:
+        t = measure(lambda: torch.mm(a, b, out=out), "cpu", cfg).median_s
     return 2 * m * k * n / t / 1e9 / peak
 
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from convbench import backends
 from convbench.backends.base import NEAR, fastest, tile_blocks, unit_roundoff
-from convbench.backends.direct import Im2colBackend
+from convbench.backends.direct import Im2colBackend, has_onednn_matmul
 from convbench.backends.fft import (
     DISTINCT_AREA,
     FAST_SIZES,
@@ -161,8 +161,34 @@ def test_every_im2col_blocking_is_correct(desc: str) -> None:
     one phase is read)."""
     spec = parse(desc)
     for n in (1, 7, 10**6):
-        _assert_correct(spec, "im2col", lambda s, w, b, r=n: Im2colBackend._nhwc(s, w, b, r))
+        for onednn in _gemm_libraries(spec):
+            _assert_correct(
+                spec, "im2col", lambda s, w, b, r=n, o=onednn: Im2colBackend._nhwc(s, w, b, r, o)
+            )
         _assert_correct(spec, "im2col", lambda s, w, b, r=n: Im2colBackend._views(s, w, b, r))
+
+
+def _gemm_libraries(spec: ConvSpec) -> list[bool]:
+    """The unfolded columns' GEMMs prepare may time on ``spec``: torch.mm, and oneDNN's
+    matmul for one group where torch has it."""
+    return [False, True] if spec.g == 1 and has_onednn_matmul(torch.ones(1)) else [False]
+
+
+@pytest.mark.tuned
+@pytest.mark.parametrize("desc", ["mb2ic8ih12oc8kh3ph1", "mb2ic8ih12oc8kh3ph1g2"])
+def test_im2col_times_the_unfolded_columns_with_each_gemm_library(desc: str) -> None:
+    """Every block size by every GEMM library at hand (oneDNN's only for one group), and
+    params name the library of the one kept."""
+    spec = parse(desc)
+    data = make_inputs(spec).to("cpu", torch.float32)
+    prepared = backends.get("im2col").prepare(spec, data.weight, data.bias)
+    unfolded = [label for label in prepared.params["tuned_ms"] if not label.startswith("views")]
+    blocks = {label.split()[0] for label in unfolded}
+    assert len(unfolded) == len(blocks) * len(_gemm_libraries(spec))
+    assert {label.endswith(" oneDNN") for label in unfolded} == set(_gemm_libraries(spec))
+    if prepared.params["columns"] == "unfolded":
+        onednn = prepared.params["gemm_library"] == "oneDNN matmul"
+        assert prepared.algorithm == ("im2col oneDNN" if onednn else "im2col")
 
 
 @pytest.mark.parametrize(
@@ -191,7 +217,10 @@ def test_random_candidates_are_correct(seed: int) -> None:
                 lambda s, w, b, t=tiling, m=mac: FFTTorchBackend().build(s, t, w, b, mac=m),
             )
     if spec.kh * spec.kw > 1:
-        _assert_correct(spec, "im2col", lambda s, w, b: Im2colBackend._nhwc(s, w, b, 5))
+        for onednn in _gemm_libraries(spec):
+            _assert_correct(
+                spec, "im2col", lambda s, w, b, o=onednn: Im2colBackend._nhwc(s, w, b, 5, o)
+            )
         _assert_correct(spec, "im2col", lambda s, w, b: Im2colBackend._views(s, w, b, 5))
     else:
         for every in (False, True):
