@@ -195,11 +195,20 @@ def test_im2col_times_the_unfolded_columns_with_each_gemm_library(desc: str) -> 
     "desc",
     ["mb3ic4ih9oc6kh1sh2ph1", "mb2ic4ih10oc6kh1sh3g2", "mb3ic6ih7oc8kh1", "mb1ic4ih5oc4kh1ph-1"],
 )
-def test_both_im2col_pointwise_forms_are_correct(desc: str) -> None:
-    spec = parse(desc)
-    for every in (False, True):
+def test_every_im2col_pointwise_form_is_correct(desc: str) -> None:
+    _assert_pointwise_forms_correct(parse(desc))
+
+
+def _assert_pointwise_forms_correct(spec: ConvSpec) -> None:
+    """Per image, all images at once, and channels-last by oneDNN where prepare times it."""
+    forms = [(False, False), (True, False)]
+    if True in _gemm_libraries(spec):
+        forms.append((True, True))
+    for every, onednn in forms:
         _assert_correct(
-            spec, "im2col", lambda s, w, b, a=every: Im2colBackend._pointwise(s, w, b, a)
+            spec,
+            "im2col",
+            lambda s, w, b, a=every, o=onednn: Im2colBackend._pointwise(s, w, b, a, o),
         )
 
 
@@ -223,10 +232,7 @@ def test_random_candidates_are_correct(seed: int) -> None:
             )
         _assert_correct(spec, "im2col", lambda s, w, b: Im2colBackend._views(s, w, b, 5))
     else:
-        for every in (False, True):
-            _assert_correct(
-                spec, "im2col", lambda s, w, b, a=every: Im2colBackend._pointwise(s, w, b, a)
-            )
+        _assert_pointwise_forms_correct(spec)
 
 
 def _whole(half_spectra: torch.Tensor, width: int) -> torch.Tensor:
