@@ -295,21 +295,16 @@ class Im2colBackend(_DirectFamily):
         strides = (spec.sh * sh, spec.sw * sw, cg * sc, spec.dh * sh, spec.dw * sw, sc)
 
         linear = onednn_linear(wt[0].t(), bias, cols.shape[0]) if onednn else None
-        single = len(blocks) == 1
 
-        def gemm(a: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor | None:
+        def gemm(a: torch.Tensor, out: torch.Tensor) -> None:
             """out[pixel, group, k] = Σ a[pixel, group, :] · wt[group, :, k] (+ bias with
-            oneDNN, whose result is the output itself where one block covers it)."""
+            oneDNN)."""
             if linear is not None:
-                res = linear(a.view(-1, width))
-                if out is None:
-                    return res
-                out.view(-1, kg).copy_(res)
+                out.view(-1, kg).copy_(linear(a.view(-1, width)))
             elif g == 1:
                 torch.mm(a.view(-1, width), wt[0], out=out.view(-1, kg))
             else:
                 out.copy_(torch.matmul(a.transpose(0, 1), wt).transpose(0, 1))
-            return None
 
         def unfolding(blk: Block) -> tuple[torch.Tensor, torch.Tensor]:
             """A block's taps (a view of the kept input) and where its columns go."""
@@ -326,18 +321,29 @@ class Im2colBackend(_DirectFamily):
 
         def run(x: torch.Tensor) -> torch.Tensor:
             pad_into(spec, x, xpad.permute(0, 3, 1, 2))
-            shape = (x.shape[0], oh, ow, spec.oc)
-            y = None if single and linear is not None else torch.empty(shape, **ws)
+            y = torch.empty(x.shape[0], oh, ow, spec.oc, **ws)
             for blk, (taps, into) in zip(blocks, copies, strict=True):
                 with stage("im2col/unfold"):
                     into.copy_(taps)
                 with stage("im2col/gemm"):
-                    out = None if y is None else y[blk.images, blk.rows].view(blk.tiles, g, kg)
-                    res = gemm(cols[: blk.tiles], out)
-            y = (res if y is None else y).view(shape).permute(0, 3, 1, 2)
+                    gemm(cols[: blk.tiles], y[blk.images, blk.rows].view(blk.tiles, g, kg))
+            y = y.permute(0, 3, 1, 2)
             return y if folded or linear is not None else _add_bias(y, bias)
 
-        return run
+        if linear is None or len(blocks) > 1:
+            return run
+        ((taps, into),) = copies
+
+        def run_whole(x: torch.Tensor) -> torch.Tensor:
+            """One block: oneDNN's result is the output itself (no copy into one)."""
+            pad_into(spec, x, xpad.permute(0, 3, 1, 2))
+            with stage("im2col/unfold"):
+                into.copy_(taps)
+            with stage("im2col/gemm"):
+                y = linear(cols.view(-1, width))
+            return y.view(x.shape[0], oh, ow, spec.oc).permute(0, 3, 1, 2)
+
+        return run_whole
 
     @staticmethod
     def _views(
