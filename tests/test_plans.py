@@ -186,9 +186,11 @@ def test_im2col_times_the_unfolded_columns_with_each_gemm_library(desc: str) -> 
     blocks = {label.split()[0] for label in unfolded}
     assert len(unfolded) == len(blocks) * len(_gemm_libraries(spec))
     assert {label.endswith(" oneDNN") for label in unfolded} == set(_gemm_libraries(spec))
+    onednn = prepared.params["gemm_library"] == "oneDNN matmul"
     if prepared.params["columns"] == "unfolded":
-        onednn = prepared.params["gemm_library"] == "oneDNN matmul"
         assert prepared.algorithm == ("im2col oneDNN" if onednn else "im2col")
+    else:
+        assert not onednn and prepared.algorithm == "im2col views"
 
 
 @pytest.mark.parametrize(

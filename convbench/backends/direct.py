@@ -215,6 +215,7 @@ class Im2colBackend(_DirectFamily):
                 "columns": "views",
                 "gemm": [spec.oc // spec.g, spec.ic // spec.g, self.VIEW_PIXELS],
                 "gemms_per_run": spec.kh * spec.kw,
+                "gemm_library": "torch.mm",
                 "tuned_ms": times,
             }
             return Prepared(run, "im2col views", params)
