@@ -25,7 +25,7 @@ from convbench import backends
 from convbench.backends.direct import onednn_linear
 from convbench.env import cpu_count, gemm_gflops
 from convbench.inputs import make_inputs
-from convbench.measure.timing import Clock, TimingConfig, measure, measure_rounds
+from convbench.measure.timing import Clock, TimingConfig, measure_rounds
 from convbench.spec import ConvSpec, parse
 from convbench.suites import SUITES
 
@@ -111,22 +111,44 @@ def _geomean(xs: list[float]) -> float:
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
 
 
-def gemm_efficiency(params: dict, peak: float, cfg: TimingConfig) -> float:
+PEAK_N = 1024
+"""The square GEMM whose rate ``convbench.env.gemm_gflops`` records as the peak (its ``n``)."""
+
+
+def gemm_efficiency(params: dict, cfg: TimingConfig) -> float:
     """The rate of im2col's GEMM, [m × k]·[k × n] at the shape and by the library the
-    backend chose (``params["gemm"]``, ``params["gemm_library"]``), as a fraction of
-    ``peak``."""
+    backend chose (``params["gemm"]``, ``params["gemm_library"]``), as a fraction of the
+    peak GEMM's (PEAK_N³ by ``torch.mm``), the two timed side by side in alternating rounds
+    and compared round by round: a peak read once at the start of the run is read at
+    another speed of the machine than the layer's GEMM (a run whose torch times rose 1.4×
+    midway read 48–101 % where the run before read 65–99 %)."""
     m, k, n = params["gemm"]
     a, b = torch.randn(m, k), torch.randn(k, n)
     out = torch.empty(m, n)
-    if params.get("gemm_library") == "oneDNN matmul":
-        linear = onednn_linear(b.t(), None, m)
-        t = measure(lambda: linear(a), "cpu", cfg).median_s
-    else:
-        t = measure(lambda: torch.mm(a, b, out=out), "cpu", cfg).median_s
-    return 2 * m * k * n / t / 1e9 / peak
+    pa, pb = torch.randn(PEAK_N, PEAK_N), torch.randn(PEAK_N, PEAK_N)
+    pout = torch.empty(PEAK_N, PEAK_N)
+    linear = (
+        onednn_linear(b.t(), None, m) if params.get("gemm_library") == "oneDNN matmul" else None
+    )
+
+    def shape() -> None:
+        if linear is not None:
+            linear(a)
+        else:
+            torch.mm(a, b, out=out)
+
+    clock = Clock("cpu")
+    samplers = {
+        "peak": clock.sampler(lambda: torch.mm(pa, pb, out=pout)),
+        "shape": clock.sampler(shape),
+    }
+    rounds = measure_rounds(samplers, cfg, baseline="peak")
+    ratio = rounds.speedup("shape")
+    assert ratio is not None
+    return ratio.value * (m * k * n) / PEAK_N**3
 
 
-def run_case(spec: ConvSpec, names: list[str], cfg: TimingConfig, peak: float) -> dict:
+def run_case(spec: ConvSpec, names: list[str], cfg: TimingConfig) -> dict:
     inputs = make_inputs(spec).to("cpu", torch.float32)
     clock = Clock("cpu")
     samplers, params = {}, {}
@@ -151,7 +173,7 @@ def run_case(spec: ConvSpec, names: list[str], cfg: TimingConfig, peak: float) -
         if ratio is not None:
             row["speedup"][name] = [ratio.value, ratio.lo, ratio.hi]
     if "im2col" in params:
-        row["gemm_of_peak"] = gemm_efficiency(params["im2col"], peak, cfg)
+        row["gemm_of_peak"] = gemm_efficiency(params["im2col"], cfg)
     return row
 
 
@@ -257,11 +279,11 @@ def main() -> None:
     wanted = set(filter(None, args.family.split(",")))
     mbs = [int(m) for m in args.mb.split(",")]
     # The first convolutions of a process run slow (thread pools, oneDNN's JIT, clocks):
-    # spend a second on a throwaway case so that the first row, and the GEMM peak that
-    # im2col's rate is read against, are measured like the rest.
+    # spend a second on a throwaway case so that the first row, and the GEMM peak printed
+    # here, are measured like the rest.
     warm = SUITES["resnet50"].workloads(8)[0].spec
-    run_case(warm, [], TimingConfig(budget_s=1.0), float("nan"))
-    peak = gemm_gflops("cpu")
+    run_case(warm, [], TimingConfig(budget_s=1.0))
+    peak = gemm_gflops("cpu", n=PEAK_N)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, GEMM peak {peak:.0f} "
         "GFLOP/s; speed-up = torch / backend, median of paired rounds [95 % interval]"
@@ -275,7 +297,7 @@ def main() -> None:
         print_header(fam)
         for spec in specs:
             if spec not in left_out:
-                fam.rows.append(run_case(spec, fam.backends, cfg, peak))
+                fam.rows.append(run_case(spec, fam.backends, cfg))
                 print_row(fam, fam.rows[-1])
         if left_out:
             print(
