@@ -236,10 +236,10 @@ class Im2colBackend(_DirectFamily):
         (C, N, H, W) order costs less than the rate they lose (minibatch 8, 512 to 2048
         channels at 7×7: 0.82× torch per image, 1.09× all at once; at 56×56 the other way).
         With one group in float32, also all images copied channels-last for oneDNN's matmul,
-        which runs the 49-pixel products of a single 7×7 image at 240–260 GFLOP/s where
-        ``torch.mm`` runs them at 150–185 (2048 × 1024, 512 × 2048, 512 × 1024 channels):
-        ResNet-50's 7×7 1×1 layers at minibatch 1 went from 1.01–1.14× torch to 1.37–1.58×
-        (one run before, one after)."""
+        which runs the 49-pixel products of a single 7×7 image at 200–260 GFLOP/s where
+        ``torch.mm`` runs them at 150–185 (K × C of 2048 × 1024, 2048 × 512, 512 × 2048 and
+        512 × 1024): ResNet-50's 1×1 layers of 7×7 images at minibatch 1 went from 0.96–1.13×
+        torch (the code before, one run) to 1.36–1.68× (four runs the same day)."""
         forms = [("per image", lambda: self._pointwise(spec, weight, bias, False))]
         if spec.mb > 1:
             forms.append(("all images", lambda: self._pointwise(spec, weight, bias, True)))
