@@ -445,7 +445,8 @@ class Im2colBackend(_DirectFamily):
         one GEMM per image on the input as it lies, or one for all images on the input
         copied into (C, N, H, W) order, or with ``onednn`` (one group) into channels-last
         order for oneDNN's matmul, [N·H·W × C]·[C × K]: the layout its kernels want (on
-        [C × pixels] as it lies they ran at half the rate), and its output channels-last."""
+        [C × pixels] as it lies they ran at 0.33–0.73 of ``torch.mm``'s rate on ResNet-50's
+        1×1 shapes), and its output channels-last."""
         g, kg, cg, p = spec.g, spec.oc // spec.g, spec.ic // spec.g, spec.oh * spec.ow
         rows = weight.reshape(g, kg, cg)
 
