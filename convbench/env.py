@@ -19,7 +19,7 @@ import torch
 from convbench import __version__
 from convbench.measure.allocator import keep_freed_memory
 
-__all__ = ["cpu_count", "cpu_model", "fingerprint", "gemm_gflops", "gpu_info"]
+__all__ = ["PEAK_GEMM_N", "cpu_count", "cpu_model", "fingerprint", "gemm_gflops", "gpu_info"]
 
 
 def cpu_count() -> int:
@@ -40,8 +40,12 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+PEAK_GEMM_N = 1024
+"""The size of the square GEMM whose rate is the recorded peak."""
+
+
 def gemm_gflops(
-    device: str = "cpu", n: int = 1024, repeats: int = 10, warmup_s: float = 0.25
+    device: str = "cpu", n: int = PEAK_GEMM_N, repeats: int = 10, warmup_s: float = 0.25
 ) -> float:
     """Best-of-``repeats`` float32 GEMM rate (GFLOP/s) of torch on ``device``: the roofline
     every convolution algorithm here is measured against.

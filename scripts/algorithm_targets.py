@@ -23,7 +23,7 @@ import torch
 
 from convbench import backends
 from convbench.backends.direct import onednn_linear
-from convbench.env import cpu_count, gemm_gflops
+from convbench.env import PEAK_GEMM_N, cpu_count, gemm_gflops
 from convbench.inputs import make_inputs
 from convbench.measure.timing import Clock, TimingConfig, measure_rounds
 from convbench.spec import ConvSpec, parse
@@ -111,22 +111,18 @@ def _geomean(xs: list[float]) -> float:
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
 
 
-PEAK_N = 1024
-"""The square GEMM whose rate ``convbench.env.gemm_gflops`` records as the peak (its ``n``)."""
-
-
 def gemm_efficiency(params: dict, cfg: TimingConfig) -> float:
     """The rate of im2col's GEMM, [m × k]·[k × n] at the shape and by the library the
     backend chose (``params["gemm"]``, ``params["gemm_library"]``), as a fraction of the
-    peak GEMM's (PEAK_N³ by ``torch.mm``), the two timed side by side in alternating rounds
+    peak GEMM's (PEAK_GEMM_N³ by ``torch.mm``), the two timed side by side in alternating rounds
     and compared round by round: a peak read once at the start of the run is read at
     another speed of the machine than the layer's GEMM (a run whose torch times rose 1.4×
     midway read 48–101 % where the run before read 65–99 %)."""
     m, k, n = params["gemm"]
     a, b = torch.randn(m, k), torch.randn(k, n)
     out = torch.empty(m, n)
-    pa, pb = torch.randn(PEAK_N, PEAK_N), torch.randn(PEAK_N, PEAK_N)
-    pout = torch.empty(PEAK_N, PEAK_N)
+    pa, pb = torch.randn(PEAK_GEMM_N, PEAK_GEMM_N), torch.randn(PEAK_GEMM_N, PEAK_GEMM_N)
+    pout = torch.empty(PEAK_GEMM_N, PEAK_GEMM_N)
     linear = (
         onednn_linear(b.t(), None, m) if params.get("gemm_library") == "oneDNN matmul" else None
     )
@@ -145,7 +141,7 @@ def gemm_efficiency(params: dict, cfg: TimingConfig) -> float:
     rounds = measure_rounds(samplers, cfg, baseline="peak")
     ratio = rounds.speedup("shape")
     assert ratio is not None
-    return ratio.value * (m * k * n) / PEAK_N**3
+    return ratio.value * (m * k * n) / PEAK_GEMM_N**3
 
 
 def run_case(spec: ConvSpec, names: list[str], cfg: TimingConfig) -> dict:
@@ -283,7 +279,7 @@ def main() -> None:
     # here, are measured like the rest.
     warm = SUITES["resnet50"].workloads(8)[0].spec
     run_case(warm, [], TimingConfig(budget_s=1.0))
-    peak = gemm_gflops("cpu", n=PEAK_N)
+    peak = gemm_gflops("cpu")
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, GEMM peak {peak:.0f} "
         "GFLOP/s; speed-up = torch / backend, median of paired rounds [95 % interval]"

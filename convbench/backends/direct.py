@@ -147,7 +147,8 @@ class Im2colBackend(_DirectFamily):
     form 1.12–1.24× faster on ResNet-50's 3×3 layers (0.82 against 0.72× torch at 256
     channels of 14×14, minibatch 8; 0.71–0.77 against 0.61–0.67× at 128 of 28×28; 0.85–0.88
     against 0.71–0.72× at minibatch 1; all block sizes, one run each) and gained nothing on
-    the 7×7 stem (0.59–0.67 against 0.61–0.67×): prepare times both.
+    the 7×7 stem (0.59–0.67 against 0.61–0.67× at minibatch 1, 0.54–0.59 against 0.61–0.64× at
+    8): prepare times both.
 
     As views (:meth:`_views`): with the padded input laid out (C, N, H, W) and the outputs
     computed on its grid, the columns of kernel tap (r, s) for output pixel p are the input at
@@ -296,6 +297,7 @@ class Im2colBackend(_DirectFamily):
         strides = (spec.sh * sh, spec.sw * sw, cg * sc, spec.dh * sh, spec.dw * sw, sc)
 
         linear = onednn_linear(wt[0].t(), bias, cols.shape[0]) if onednn else None
+        bias_added = folded or onednn  # by the GEMM itself
 
         def gemm(a: torch.Tensor, out: torch.Tensor) -> None:
             """out[pixel, group, k] = Σ a[pixel, group, :] · wt[group, :, k] (+ bias with
@@ -329,7 +331,7 @@ class Im2colBackend(_DirectFamily):
                 with stage("im2col/gemm"):
                     gemm(cols[: blk.tiles], y[blk.images, blk.rows].view(blk.tiles, g, kg))
             y = y.permute(0, 3, 1, 2)
-            return y if folded or linear is not None else _add_bias(y, bias)
+            return y if bias_added else _add_bias(y, bias)
 
         if linear is None or len(blocks) > 1:
             return run
