@@ -133,7 +133,7 @@ def _add_problems(parser: argparse.ArgumentParser, title: str) -> None:
         action="append",
         default=None,
         metavar="FILE",
-        help="a benchdnn shape file (1-D and 3-D lines are skipped); repeatable",
+        help="a benchdnn shape file (3-D lines of more than one plane are skipped); repeatable",
     )
     src.add_argument(
         "--grid",

@@ -29,7 +29,7 @@ class SpecError(ValueError):
 
 
 class UnsupportedProblem(SpecError):
-    """A valid benchdnn problem that is not a 2-D convolution (a 1-D or 3-D one)."""
+    """A valid benchdnn problem that is not a 2-D convolution: a 3-D one of more than one plane."""
 
 
 _KEYS = "g mb ic id ih iw oc od oh ow kd kh kw sd sh sw pd ph pw dd dh dw".split()
@@ -201,10 +201,24 @@ class ConvSpec:
         return self.format()
 
 
+def _trivial_depth(values: dict[str, int]) -> bool:
+    """Whether a 3-D descriptor's depth is one plane in and out: ``id1kd1``, no depth padding,
+    ``od`` absent or 1. Its stride and dilation then touch nothing, and the problem is the 2-D
+    one of its other fields (benchdnn's generated ``dilated_2d_*`` files write 2-D problems so)."""
+    return (
+        values.get("id") == 1
+        and values.get("kd") == 1
+        and values.get("od", 1) == 1
+        and values.get("pd", 0) == 0
+    )
+
+
 def _parse_descriptor(
     desc: str, *, bias: bool = True, mb: int | None = None, padding_mode: str = "zeros"
 ) -> ConvSpec:
-    """Read one descriptor (no options) the way benchdnn's ``str2desc`` does."""
+    """Read one descriptor (no options) the way benchdnn's ``str2desc`` does. A 1-D problem
+    is read as a 2-D one of height 1, a 3-D one of a single plane as its 2-D problem: the same
+    arithmetic, so a shape file's every line that convbench can run is run."""
     values: dict[str, int] = {}
     name = ""
     pos = 0
@@ -239,11 +253,9 @@ def _parse_descriptor(
         or values.get("p" + a, 0) >= 1
         for a in "dhw"
     }
-    if has["d"]:
+    if has["d"] and not _trivial_depth(values):
         raise UnsupportedProblem(f"3-D convolution is not supported: {desc!r}")
-    if not has["h"]:
-        if has["w"]:
-            raise UnsupportedProblem(f"1-D convolution is not supported: {desc!r}")
+    if not has["h"] and not has["w"]:
         raise SpecError(f"no spatial size given: {desc!r}")
     if "ic" not in values or values["ic"] == 0:
         raise SpecError(f"ic must be given and at least 1: {desc!r}")
@@ -251,6 +263,8 @@ def _parse_descriptor(
         raise SpecError(f"oc must be given and at least 1: {desc!r}")
 
     geo: dict[str, int] = {}
+    if not has["h"]:  # 1-D: a row of width iw
+        values.update(ih=1, kh=1)
     for axis in "hw" if has["w"] else "h":
         i, k = values.get("i" + axis, 0), values.get("k" + axis, 0)
         s, d = values.get("s" + axis, 1), values.get("d" + axis, 0)
@@ -383,7 +397,7 @@ def iter_batch_file(path: str | Path) -> Iterator[BatchLine]:
 
 def read_batch_file(path: str | Path, *, skip_unsupported: bool = False) -> list[ConvSpec]:
     """The specs of a batch file. A bad line raises :class:`SpecError` naming file and line,
-    unless ``skip_unsupported`` is set and the line is a 1-D or 3-D problem."""
+    unless ``skip_unsupported`` is set and the line is a 3-D problem of more than one plane."""
     specs = []
     for line in iter_batch_file(path):
         if line.spec is not None:

@@ -21,7 +21,7 @@ DATA = Path(__file__).resolve().parent / "data" / "benchdnn"
 VENDORED = sorted(DATA.glob("shapes_*"))
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "benchdnn-shapes"
 
-UNSUPPORTED = ("1-D convolution is not supported", "3-D convolution is not supported")
+UNSUPPORTED = "3-D convolution is not supported"
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -90,7 +90,7 @@ def check_batch_file(path: Path) -> tuple[int, int]:
         assert (line.spec is None) != (line.error is None)
         if line.spec is None:
             bad.append(line)
-            if not any(u in (line.error or "") for u in UNSUPPORTED):
+            if UNSUPPORTED not in (line.error or ""):
                 failures.append(f"{path.name}:{line.lineno}: unexpected error {line.error}")
             continue
         good.append(line.spec)
@@ -121,12 +121,13 @@ _TRIVIAL_DEPTH = re.compile(r"(?:kd|id|od|sd)1(?!\d)|(?:pd|dd)0(?!\d)")
 
 def check_depth_collapsed(path: Path) -> int:
     """benchdnn's generated ``dilated_2d_*`` files write 2-D problems in 3-D form (``id1kd1``)
-    and state the bottom padding they imply in the name (``ph-bottom(N)``). With the trivial
-    depth dropped they are 2-D descriptors, and ``ph_r`` must be that stated bottom padding."""
+    and state the bottom padding they imply in the name (``ph-bottom(N)``). Each line reads as
+    the 2-D descriptor left when the trivial depth is dropped, and ``ph_r`` must be that stated
+    bottom padding."""
     named = 0
     for line in iter_batch_file(path):
-        assert line.spec is None and "3-D convolution is not supported" in (line.error or "")
         spec = parse(_TRIVIAL_DEPTH.sub("", line.text))
+        assert line.spec == spec, line.text
         assert check_spec_against_torch(spec) == [], line.text
         m = re.search(r"ph-bottom\((-?\d+)\)", spec.name)
         if m:
@@ -162,8 +163,9 @@ def test_vendored_files_mix_in_1d_3d_and_asymmetric_padding() -> None:
     specs = [ln.spec for ln in lines if ln.spec is not None]
     errors = [ln.error or "" for ln in lines if ln.spec is None]
     assert len(specs) >= 100
-    assert any("1-D convolution is not supported" in e for e in errors)
-    assert any("3-D convolution is not supported" in e for e in errors)
+    assert any(s.ih == s.kh == s.oh == 1 and s.iw > 1 for s in specs)  # 1-D lines
+    assert any("kd1" in ln.text and ln.spec is not None for ln in lines)  # one-plane 3-D lines
+    assert any(UNSUPPORTED in e for e in errors)
     assert any(s.ph != s.ph_r or s.pw != s.pw_r for s in specs)
     assert any(s.ph_r < 0 or s.pw_r < 0 for s in specs)
     assert any(s.g > 1 and s.g == s.ic == s.oc for s in specs)
@@ -176,13 +178,32 @@ def test_large_padding_file_line_by_line() -> None:
     lines = list(iter_batch_file(path))
     assert [ln.lineno for ln in lines] == [1, 2, 3, 4, 5, 6]
     kinds = [
-        "2-D" if ln.spec else next(u[:3] for u in UNSUPPORTED if u in (ln.error or ""))
+        "3-D"
+        if ln.spec is None
+        else "1-D"
+        if ln.spec.ih == ln.spec.kh == ln.spec.oh == 1
+        else "2-D"
         for ln in lines
     ]
     assert kinds == ["1-D", "2-D", "2-D", "1-D", "2-D", "3-D"]
-    with pytest.raises(SpecError, match=rf"^{re.escape(str(path))}:1: 1-D convolution"):
+    assert UNSUPPORTED in (lines[5].error or "")
+    with pytest.raises(SpecError, match=rf"^{re.escape(str(path))}:6: 3-D convolution"):
         read_batch_file(path)
-    assert len(read_batch_file(path, skip_unsupported=True)) == 3
+    assert len(read_batch_file(path, skip_unsupported=True)) == 5
+    # ic16oc16_iw1kw3ow100pw100: one pixel padded by 100 on the left, and by 1 on the right so
+    # that a 3-wide kernel gives 100 outputs
+    row = lines[0].spec
+    assert row is not None
+    assert (row.iw, row.kw, row.pw, row.pw_r, row.ow, row.ih, row.ph, row.ph_r) == (
+        1,
+        3,
+        100,
+        1,
+        100,
+        1,
+        0,
+        0,
+    )
     # ic1oc64_ih55oh18kh30sh3ph29dh2: the dilated kernel spans 29*3+1 = 88 rows
     spec = lines[1].spec
     assert spec is not None
@@ -221,8 +242,8 @@ def test_all_shared_shape_files() -> None:
         good, bad = check_batch_file(path)
         total_2d += good
         total_bad += bad
-    assert total_2d >= 8000
-    assert total_bad >= 1000
+    assert total_2d >= 13500
+    assert total_bad >= 50
     named = sum(check_depth_collapsed(p) for p in SHARED.glob("shapes_dilated_2d_*"))
     assert named >= 3000
 
@@ -401,16 +422,19 @@ def test_batch_file_errors_name_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "batch"
     path.write_text("ic3ih5oc4kh3\nic1iw5oc1kw3\nic1id5oc1kd3\ng2ic3ih5oc4kh3\n")
     lines = list(iter_batch_file(path))
-    assert "1-D convolution is not supported" in (lines[1].error or "")
+    assert lines[1].spec == parse("ic1ih1iw5oc1kh1kw3")
     assert "3-D convolution is not supported" in (lines[2].error or "")
     assert "not divisible" in (lines[3].error or "")
-    with pytest.raises(SpecError, match=rf"^{re.escape(str(path))}:2: 1-D convolution"):
+    with pytest.raises(SpecError, match=rf"^{re.escape(str(path))}:3: 3-D convolution"):
         read_batch_file(path)
-    # skipping 1-D and 3-D lines does not skip a genuinely bad line
+    # skipping 3-D lines does not skip a genuinely bad line
     with pytest.raises(SpecError, match=rf"^{re.escape(str(path))}:4: ic 3 is not divisible"):
         read_batch_file(path, skip_unsupported=True)
     path.write_text("ic3ih5oc4kh3\nic1iw5oc1kw3\nic1id5oc1kd3\n")
-    assert read_batch_file(path, skip_unsupported=True) == [parse("ic3ih5oc4kh3")]
+    assert read_batch_file(path, skip_unsupported=True) == [
+        parse("ic3ih5oc4kh3"),
+        parse("ic1ih1iw5oc1kh1kw3"),
+    ]
 
 
 def test_batch_file_without_2d_problems(tmp_path: Path) -> None:
@@ -592,9 +616,11 @@ def test_field_types(changes: dict[str, object], message: str) -> None:
 @pytest.mark.parametrize(
     ("desc", "message"),
     [
-        ("ic1iw5oc1kw3", "1-D convolution is not supported"),
-        ("ic1oc1_iw5ow3kw3", "1-D convolution is not supported"),
         ("ic1id5oc1kd3", "3-D convolution is not supported"),
+        ("ic1id2ih5oc1kd1kh3", "3-D convolution is not supported"),
+        ("ic1id1ih5oc1kd1kh3pd1", "3-D convolution is not supported"),
+        ("ic1id1ih5oc1kd1kh3od3", "3-D convolution is not supported"),
+        ("ic1id3ih5oc1kd3kh3", "3-D convolution is not supported"),
         ("ic1id5ih5iw5oc1kd3kh3kw3", "3-D convolution is not supported"),
         ("ic1ih5oc1kh3pd1", "3-D convolution is not supported"),
         ("ic1ih5oc1kh3sd2", "3-D convolution is not supported"),
@@ -603,6 +629,27 @@ def test_field_types(changes: dict[str, object], message: str) -> None:
 def test_unsupported_dimensions(desc: str, message: str) -> None:
     with pytest.raises(SpecError, match=message):
         parse(desc)
+
+
+@pytest.mark.parametrize(
+    ("desc", "same"),
+    [
+        ("ic1iw5oc1kw3", "ic1ih1iw5oc1kh1kw3"),
+        ("mb3ic2oc4_iw9ow4kw3sw2pw1dw1", "mb3ic2oc4_ih1iw9oh1ow4kh1kw3sw2pw1dw1"),
+        ("ic1oc1_iw5ow3kw3", "ic1oc1_ih1iw5oh1ow3kh1kw3"),
+        (
+            "mb1_ic16oc16_kd1kh3kw1_id1ih3iw1_od1oh1ow1_sd1sh1sw1_pd0ph0pw0_dd0dh3dw0",
+            "mb1_ic16oc16_kh3kw1_ih3iw1_oh1ow1_sh1sw1_ph0pw0_dh3dw0",
+        ),
+        ("ic4id1ih7oc2kd1kh3sd3dd2", "ic4ih7oc2kh3"),
+    ],
+)
+def test_one_row_and_one_plane_problems_read_as_2d(desc: str, same: str) -> None:
+    """A 1-D problem is the 2-D one of height 1; a 3-D one of a single plane (``id1kd1``, no
+    depth padding) is its 2-D problem, whatever its depth stride and dilation."""
+    spec = parse(desc)
+    assert spec == parse(same)
+    assert check_spec_against_torch(spec) == []
 
 
 def test_trivial_dimension_values_do_not_count_as_given() -> None:

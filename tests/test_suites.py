@@ -244,7 +244,7 @@ def test_empty_grid() -> None:
         ("g=2 ic=3 oc=4 ih=5 kh=3", "ic 3 is not divisible by groups g2"),
         ("ic=1 oc=1 ih=5 kh=3 foo=1", "cannot read 'foo1'"),
         ("ic=0 oc=1 ih=5 kh=3", "ic must be given and at least 1"),
-        ("ic=1 oc=1 iw=5 kw=3", "1-D convolution is not supported"),
+        ("ic=1 oc=1 id=5 ih=5 kd=3 kh=3", "3-D convolution is not supported"),
     ],
 )
 def test_invalid_grid_combination(text: str, problem: str) -> None:
@@ -345,12 +345,16 @@ def test_collect_mb_overrides_all() -> None:
     assert {w.spec.mb for w in without} == {3, 50}
 
 
-def test_collect_skips_1d_and_3d_lines_of_batch_files(tmp_path: Path) -> None:
+def test_collect_skips_3d_lines_of_batch_files(tmp_path: Path) -> None:
     got = collect(batch_files=[DATA / "shapes_large_padding"])
-    assert len(got) == 3
+    assert len(got) == 5
     path = tmp_path / "batch"
-    path.write_text("ic1iw5oc1kw3\nic3ih5oc4kh3\nic1id5oc1kd3\n")
-    assert collect(batch_files=[str(path)]) == [Workload(parse("ic3ih5oc4kh3"))]
+    path.write_text("ic1iw5oc1kw3\nic3ih5oc4kh3\nic1id5oc1kd3\nic2id1ih4oc2kd1kh3\n")
+    assert collect(batch_files=[str(path)]) == [
+        Workload(parse("ic1ih1iw5oc1kh1kw3")),
+        Workload(parse("ic3ih5oc4kh3")),
+        Workload(parse("ic2ih4oc2kh3")),
+    ]
     path.write_text("ic3ih5oc4kh3\ng2ic3ih5oc4kh3\n")
     with pytest.raises(SpecError, match=":2: ic 3 is not divisible"):
         collect(batch_files=[path])
