@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,10 +19,11 @@ from convbench import backends
 from convbench.backends.base import stage
 from convbench.backends.winograd import MAX_TILE, transform_matrices
 from convbench.inputs import make_inputs
-from convbench.spec import PADDING_MODES, ConvSpec, SpecError, parse
+from convbench.spec import PADDING_MODES, ConvSpec, SpecError, parse, read_batch_file
 from convbench.suites import SUITES, fuzz
 from convbench.sweep import reference
 
+DATA = Path(__file__).resolve().parent / "data" / "benchdnn"
 CUDA = torch.cuda.is_available()
 DEVICES = ["cpu", "cuda"] if CUDA else ["cpu"]
 ALGORITHMS = ["direct", "im2col", "fft-scipy", "fft-torch", "winograd-f2", "winograd-f4",
@@ -110,6 +112,23 @@ def test_real_network_layers(name: str) -> None:
         for w in SUITES[suite].workloads(1):
             checked += check(w.spec, name, "cpu", torch.float32) is not None
     assert checked >= (9 if name.startswith("winograd") else 32)
+
+
+@pytest.mark.parametrize("name", [a for a in ALGORITHMS if a != "torch-cudnn-autotune"])
+def test_benchdnn_rows_and_single_planes(name: str) -> None:
+    """float32 within tolerance on benchdnn's 1-D lines (one row, padded by up to 100) and on a
+    seeded sample of its one-plane 3-D lines (dilations up to 6 over inputs of 1 to 33)."""
+    rows = [
+        s for s in read_batch_file(DATA / "shapes_large_padding", skip_unsupported=True)
+        if s.ih == 1
+    ]  # fmt: skip
+    planes = read_batch_file(DATA / "shapes_dilated_2d_strided_padding")
+    sample = [*rows, *random.Random(0).sample(planes, 24)]
+    assert len(rows) == 2 and any(s.dh > 4 for s in sample)
+    checked = sum(check(s, name, "cpu", torch.float32, seed=i) is not None
+                  for i, s in enumerate(sample))  # fmt: skip
+    dense = sum(s.sh == s.sw == s.dh == s.dw == 1 for s in sample)  # Winograd takes these only
+    assert checked >= (dense if name.startswith("winograd") else len(sample)) >= 1
 
 
 @st.composite
