@@ -15,7 +15,15 @@ alternating rounds (median of the per-round ratios [95 % interval]): 0.26 agains
 for 16×16; 2.0 against 6.7 ms, 3.25× [3.05, 3.48], for 32×32 at minibatch 4 on 72×72 tiles.
 With one tile of 16×16 channels the sums read a 20 MB weight spectrum once each, at 31 GB/s:
 most of what two threads stream from outside the core caches (a plain sum of 20 MB reads 40
-GB/s).
+GB/s). On another day, one 140×140 tile of 8 → 16, 32 and 64 channels: 22, 30 and 28 GB/s,
+where a bare read of the same weights in the same jobs ran 28, 27 and 23 GB/s (2 threads,
+medians of 200 calls): with one tile the sums go at the speed the weights stream. In tiles
+whose weight spectrum stays in the core caches (8 → 16 and 8 → 64 channels in five 36×140,
+nine 72×72 or ten 36×72 tiles, 1.4–11 MB) each complex multiply-add of a tile, frequency and
+channel pair costs 0.19–0.37 ns, about a tenth of the two cores' FMA peak: the accumulators
+go through memory at every channel. A loop that kept them in registers would make small tiles
+pay for few channels; written in Numba (blocks of 8 or 16 lanes over the channel loop) it ran
+4× slower.
 
 The pairs' whole spectra are written row by row of a run, the mirrored half backwards: written
 frequency by frequency, with the row arithmetic and the test for the mirror in every store, the
