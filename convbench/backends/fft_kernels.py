@@ -20,10 +20,10 @@ where a bare read of the same weights in the same jobs ran 28, 27 and 23 GB/s (2
 medians of 200 calls): with one tile the sums go at the speed the weights stream. In tiles
 whose weight spectrum stays in the core caches (8 → 16 and 8 → 64 channels in five 36×140,
 nine 72×72 or ten 36×72 tiles, 1.4–11 MB) each complex multiply-add of a tile, frequency and
-channel pair costs 0.19–0.37 ns, about a tenth of the two cores' FMA peak: the accumulators
-go through memory at every channel. A loop that kept them in registers would make small tiles
-pay for few channels; written in Numba (blocks of 8 or 16 lanes over the channel loop) it ran
-4× slower.
+channel pair costs 0.19–0.37 ns (four real multiply-adds: 7–13 % of the 318 GFLOP/s the GEMM
+peak read that day): the accumulators go through memory at every channel. A loop that kept
+them in registers would make small tiles pay for few channels; written in Numba (blocks of 8
+or 16 lanes over the channel loop) it ran 4× slower.
 
 The pairs' whole spectra are written row by row of a run, the mirrored half backwards: written
 frequency by frequency, with the row arithmetic and the test for the mirror in every store, the
