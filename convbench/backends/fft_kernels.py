@@ -17,9 +17,10 @@ With one tile of 16×16 channels the sums read a 20 MB weight spectrum once each
 most of what two threads stream from outside the core caches (a plain sum of 20 MB reads 40
 GB/s). On another day, one 140×140 tile of 8 → 16, 32 and 64 channels: 22, 30 and 28 GB/s,
 where a bare read of the same weights in the same jobs ran 28, 27 and 23 GB/s (2 threads,
-medians of 200 calls): with one tile the sums go at the speed the weights stream. In tiles
-whose weight spectrum stays in the core caches (8 → 16 and 8 → 64 channels in five 36×140,
-nine 72×72 or ten 36×72 tiles, 1.4–11 MB) each complex multiply-add of a tile, frequency and
+medians of 200 calls): with one tile the sums go at the speed the weights stream. With
+several tiles, where a job reads its run of the weights (at most 260 KB here) from the core's
+cache again for each tile (8 → 16 and 8 → 64 channels in five 36×140, nine 72×72 or ten
+36×72 tiles), each complex multiply-add of a tile, frequency and
 channel pair costs 0.19–0.37 ns (four real multiply-adds: 7–13 % of the 318 GFLOP/s the GEMM
 peak read that day): the accumulators go through memory at every channel. A loop that kept
 them in registers would make small tiles pay for few channels; written in Numba (blocks of 8
