@@ -620,6 +620,7 @@ def test_field_types(changes: dict[str, object], message: str) -> None:
         ("ic1id2ih5oc1kd1kh3", "3-D convolution is not supported"),
         ("ic1id1ih5oc1kd1kh3pd1", "3-D convolution is not supported"),
         ("ic1id1ih5oc1kd1kh3od3", "3-D convolution is not supported"),
+        ("ic1id1ih5oc1kd2kh3", "3-D convolution is not supported"),
         ("ic1id3ih5oc1kd3kh3", "3-D convolution is not supported"),
         ("ic1id5ih5iw5oc1kd3kh3kw3", "3-D convolution is not supported"),
         ("ic1ih5oc1kh3pd1", "3-D convolution is not supported"),
