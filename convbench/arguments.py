@@ -263,6 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_problems(run, f"problems (combine freely; default: the {DEFAULT_SUITE} suite)")
     _add_selection(run)
     run.add_argument(
+        "--cold-cache",
+        action="store_true",
+        default=None,
+        help="time each call alone after evicting the caches (twice the last-level cache read "
+        "first, untimed), its input warm: a layer inside a network, whose weights and "
+        "transforms the other layers pushed out",
+    )
+    run.add_argument(
         "--profile",
         action="store_true",
         default=None,

@@ -67,6 +67,7 @@ _SELECTION = (
     "threads",
     "baseline",
     "quick",
+    "cold_cache",
     "max_memory",
     "profile",
     "instructions",
@@ -111,6 +112,7 @@ def _selection(args: argparse.Namespace) -> dict[str, Any]:
         "baseline": baseline,
         "seed": args.seed or 0,
         "quick": bool(args.quick),
+        "cold_cache": bool(vars(args).get("cold_cache")),
         "max_memory": args.max_memory,
         "profile_steps": (
             args.steps
@@ -153,7 +155,10 @@ def _start(args: argparse.Namespace) -> tuple[RunStore, dict[str, Any]]:
     config = _new_config(args)
     store = RunStore.create(Path(args.out))
     store.write_json(RunStore.CONFIG, config)
-    store.write_json(RunStore.ENVIRONMENT, fingerprint(config["threads"], config["devices"]))
+    caches = {"caches": "cold" if config["cold_cache"] else "warm"}  # how it was timed
+    store.write_json(
+        RunStore.ENVIRONMENT, fingerprint(config["threads"], config["devices"]) | caches
+    )
     return store, config
 
 

@@ -137,8 +137,11 @@ def print_summary(console: Console, records: list[Record]) -> None:
     """A run's table of cases (fastest backend, its speed-up over the baseline, memory, worst
     error, statuses), its counts, and a line for each failed or inaccurate record."""
     rows = summarize_cases(records)
+    cold = any(r.cache == "cold" for r in records)
     table = titled_table(
-        "convbench summary",
+        "convbench summary, cold caches (each call after an eviction)"
+        if cold
+        else "convbench summary",
         [
             "case",
             "device",

@@ -51,6 +51,7 @@ def sweep_config(config: dict[str, Any]) -> SweepConfig:
         max_memory=config["max_memory"],
         profile_steps=config.get("profile_steps", 0),
         baseline=config.get("baseline", "torch"),
+        cold_cache=config.get("cold_cache", False),
     )
 
 

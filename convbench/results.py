@@ -61,6 +61,7 @@ class Record:
     max_abs_error: float | None = None
     tolerance: float | None = None
     noisy: bool = False
+    cache: str = "warm"  # "cold": each call timed after the caches were evicted (measure.cache)
     # Paired timing: the backends of one problem timed in interleaved rounds. ``speedup`` is
     # the baseline backend's time over this one's (median of the per-round ratios), with its
     # 95 % confidence interval; an interval that contains 1 is no verdict either way.

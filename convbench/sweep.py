@@ -30,6 +30,7 @@ from convbench.env import device_name
 from convbench.inputs import Inputs, make_inputs
 from convbench.measure.accuracy import Accuracy, compare
 from convbench.measure.allocator import keep_freed_memory
+from convbench.measure.cache import cold_sampler, cold_timing, flush_for
 from convbench.measure.memory import allocation
 from convbench.measure.timing import (
     Clock,
@@ -118,6 +119,7 @@ class SweepConfig:
     max_memory: int | None = None
     profile_steps: int = 0  # profile each case for this many steps after timing it (0: no)
     baseline: str = "torch"  # the backend every speed-up is taken over
+    cold_cache: bool = False  # time each call after evicting the caches (measure.cache)
 
 
 def plan(workloads: Iterable[Workload], config: SweepConfig) -> list[Case]:
@@ -334,6 +336,7 @@ def _base(case: Case, config: SweepConfig, run_id: str) -> dict[str, object]:
         seed=config.seed,
         threads=config.threads,  # run_cases sets torch's threads to it wherever it runs
         flops=case.spec.flops,
+        cache="cold" if config.cold_cache else "warm",
         layer_repeat=case.spec.repeat,
         host=socket.gethostname(),
         device_name=device_name(case.device),
@@ -361,6 +364,13 @@ def pairable(records: Iterable[Record], baseline: str) -> set[tuple[str, str, st
     """Keys of the baseline cases already recorded that may be timed again beside the rest of
     their problem (a resumed or restarted group): those that ran, not those that failed."""
     return {r.key for r in records if r.backend == baseline and r.status in ("ok", "inaccurate")}
+
+
+def _sampler(clock: Clock, r: Ready, cold: bool) -> Sampler:
+    """Calls of ``r`` back to back, or each alone after the caches are evicted."""
+    if cold:
+        return cold_sampler(clock, r.run, r.x, flush_for(r.case.device))
+    return clock.sampler(r.run)
 
 
 def _marked(sampler: Sampler, mark: Callable[[Case], None], case: Case) -> Sampler:
@@ -418,10 +428,11 @@ def run_cases(
                     emit(case, _failure(base, exc))
         if readies:
             clock = Clock(group[0].device)
+            samplers = {b: _sampler(clock, r, config.cold_cache) for b, r in readies.items()}
             with torch.no_grad():
                 rounds = measure_rounds(
-                    {b: _marked(clock.sampler(r.run), mark, r.case) for b, r in readies.items()},
-                    config.timing,
+                    {b: _marked(s, mark, readies[b].case) for b, s in samplers.items()},
+                    cold_timing(config.timing) if config.cold_cache else config.timing,
                     baseline=config.baseline,
                     rng=rng,
                 )

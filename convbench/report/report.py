@@ -105,6 +105,7 @@ def _environment(runs: list[LoadedRun]) -> str:
     fields = [
         ("CPU", lambda e: f"{e.get('cpu', '-')} ({e.get('cores', '-')} cores)"),
         ("threads", lambda e: e.get("threads", "-")),
+        ("caches", lambda e: e.get("caches", "warm")),
         ("GPU", gpu),
         ("measured GEMM peak (float32)", peaks),
         ("torch", lambda e: f"{e.get('torch', '-')} ({build(e)})"),
