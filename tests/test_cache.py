@@ -140,3 +140,11 @@ def test_a_cold_sweep_flushes_before_every_timed_call(
         assert {r.cache for r in made} == {"cold" if cold else "warm"}
         calls = sum(r.repeats * r.number for r in made)  # the timed calls
         assert len(flushes) >= calls if cold else not flushes
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
+def test_cuda_flush_writes_twice_the_l2() -> None:
+    l2 = torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size
+    flush = Flush("cuda")
+    assert flush.nbytes == 2 * l2 > 0
+    assert flush() == flush.buffer.numel()
