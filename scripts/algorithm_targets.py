@@ -3,12 +3,15 @@ with torch in interleaved rounds (``measure_rounds``), its speed-up the median o
 with a 95 % interval, float32, all threads, transforms done in ``prepare``.
 
     python scripts/algorithm_targets.py [--quick] [--family winograd,fft-large,...] [--json OUT]
+                                        [--cold-cache]
 
 The classes are generated, not listed: 3×3 stride-1 layers at every size from 7×7 to 112×112 with
 the channel counts networks pair with them (and a few seeded draws in between), 11×11 and larger
 kernels on 128×128 and larger images at 8 to 256 channels and minibatch 1 to 16, 7×7 to 15×15 on
 (4, 32, 64×64), and every ResNet-50 layer. A problem whose direct FLOPs exceed ``--max-gflop``
 is left out (and counted) so that the run ends in minutes. A benchmark, not a test: read ratios.
+The targets are set for warm calls (back to back); ``--cold-cache`` shows what is left of each
+speed-up inside a network, where every call finds its weights evicted.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from convbench import backends
 from convbench.backends.direct import onednn_linear
 from convbench.env import PEAK_GEMM_N, cpu_count, gemm_gflops
 from convbench.inputs import make_inputs
+from convbench.measure.cache import cold_sampler, cold_timing, flush_for
 from convbench.measure.timing import Clock, TimingConfig, measure_rounds
 from convbench.spec import ConvSpec, parse
 from convbench.suites import SUITES
@@ -144,7 +148,9 @@ def gemm_efficiency(params: dict, cfg: TimingConfig) -> float:
     return ratio.value * (m * k * n) / PEAK_GEMM_N**3
 
 
-def run_case(spec: ConvSpec, names: list[str], cfg: TimingConfig) -> dict:
+def run_case(spec: ConvSpec, names: list[str], cfg: TimingConfig, cold: bool = False) -> dict:
+    """One problem's row: each backend's speed-up over torch, paired; with ``cold``, each call
+    timed after the caches are evicted (``convbench run --cold-cache``)."""
     inputs = make_inputs(spec).to("cpu", torch.float32)
     clock = Clock("cpu")
     samplers, params = {}, {}
@@ -153,9 +159,12 @@ def run_case(spec: ConvSpec, names: list[str], cfg: TimingConfig) -> dict:
             continue
         prepared = backends.get(name).prepare(spec, inputs.weight, inputs.bias)
         params[name] = prepared.params
-        samplers[name] = clock.sampler(lambda p=prepared: p(inputs.x))
+        call = lambda p=prepared: p(inputs.x)  # noqa: E731
+        samplers[name] = (
+            cold_sampler(clock, call, inputs.x, flush_for("cpu")) if cold else clock.sampler(call)
+        )
     with torch.no_grad():
-        rounds = measure_rounds(samplers, cfg, baseline="torch")
+        rounds = measure_rounds(samplers, cold_timing(cfg) if cold else cfg, baseline="torch")
     row: dict = {
         "case": spec.name,
         "spec": spec.format(),
@@ -269,6 +278,11 @@ def main() -> None:
         help="leave out problems above this many direct GFLOPs (default 300)",
     )
     parser.add_argument("--json", default="", help="write every row to this file")
+    parser.add_argument(
+        "--cold-cache",
+        action="store_true",
+        help="time each call after evicting the caches, as convbench run --cold-cache does",
+    )
     args = parser.parse_args()
     torch.set_num_threads(cpu_count())
     cfg = TimingConfig.quick() if args.quick else TimingConfig()
@@ -283,6 +297,7 @@ def main() -> None:
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, GEMM peak {peak:.0f} "
         "GFLOP/s; speed-up = torch / backend, median of paired rounds [95 % interval]"
+        + ("; cold caches (each call after an eviction)" if args.cold_cache else "")
     )
     report = {}
     for fam in _families(mbs):
@@ -293,7 +308,7 @@ def main() -> None:
         print_header(fam)
         for spec in specs:
             if spec not in left_out:
-                fam.rows.append(run_case(spec, fam.backends, cfg))
+                fam.rows.append(run_case(spec, fam.backends, cfg, args.cold_cache))
                 print_row(fam, fam.rows[-1])
         if left_out:
             print(
