@@ -30,7 +30,7 @@ from convbench.env import device_name
 from convbench.inputs import Inputs, make_inputs
 from convbench.measure.accuracy import Accuracy, compare
 from convbench.measure.allocator import keep_freed_memory
-from convbench.measure.cache import cold_sampler, cold_timing, flush_for
+from convbench.measure.cache import regime_sampler, regime_timing
 from convbench.measure.memory import allocation
 from convbench.measure.timing import (
     Clock,
@@ -366,13 +366,6 @@ def pairable(records: Iterable[Record], baseline: str) -> set[tuple[str, str, st
     return {r.key for r in records if r.backend == baseline and r.status in ("ok", "inaccurate")}
 
 
-def _sampler(clock: Clock, r: Ready, cold: bool) -> Sampler:
-    """Calls of ``r`` back to back, or each alone after the caches are evicted."""
-    if cold:
-        return cold_sampler(clock, r.run, r.x, flush_for(r.case.device))
-    return clock.sampler(r.run)
-
-
 def _marked(sampler: Sampler, mark: Callable[[Case], None], case: Case) -> Sampler:
     """``sampler``, announcing ``case`` before each sample."""
 
@@ -428,11 +421,14 @@ def run_cases(
                     emit(case, _failure(base, exc))
         if readies:
             clock = Clock(group[0].device)
-            samplers = {b: _sampler(clock, r, config.cold_cache) for b, r in readies.items()}
+            cold = config.cold_cache
             with torch.no_grad():
                 rounds = measure_rounds(
-                    {b: _marked(s, mark, readies[b].case) for b, s in samplers.items()},
-                    cold_timing(config.timing) if config.cold_cache else config.timing,
+                    {
+                        b: _marked(regime_sampler(clock, r.run, r.x, cold), mark, r.case)
+                        for b, r in readies.items()
+                    },
+                    regime_timing(config.timing, cold),
                     baseline=config.baseline,
                     rng=rng,
                 )

@@ -313,11 +313,11 @@ def compare(
     ``paired``: the samples of a case were taken in alternating rounds (``ab``), sample ``i``
     of one side beside sample ``i`` of the other.
     """
-    regimes = sorted({r.cache for r in base}), sorted({r.cache for r in new})
-    if regimes[0] and regimes[1] and regimes[0] != regimes[1]:
+    was, now = {r.cache for r in base}, {r.cache for r in new}
+    if was and now and was != now:
         raise ValueError(
-            f"the runs were timed with different caches (base {'/'.join(regimes[0])}, new "
-            f"{'/'.join(regimes[1])}): a cold call is slower by design, not a regression"
+            f"the runs were timed with different caches (base {'/'.join(sorted(was))}, new "
+            f"{'/'.join(sorted(now))}): a cold call is slower by design, not a regression"
         )
     # Runs that span several machines are matched machine by machine: a time from one host is
     # never set against another's. (One run on each of two machines is the user's own question.)

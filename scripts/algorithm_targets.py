@@ -28,7 +28,7 @@ from convbench import backends
 from convbench.backends.direct import onednn_linear
 from convbench.env import PEAK_GEMM_N, cpu_count, gemm_gflops
 from convbench.inputs import make_inputs
-from convbench.measure.cache import cold_sampler, cold_timing, flush_for
+from convbench.measure.cache import regime_sampler, regime_timing
 from convbench.measure.timing import Clock, TimingConfig, measure_rounds
 from convbench.spec import ConvSpec, parse
 from convbench.suites import SUITES
@@ -159,12 +159,9 @@ def run_case(spec: ConvSpec, names: list[str], cfg: TimingConfig, cold: bool = F
             continue
         prepared = backends.get(name).prepare(spec, inputs.weight, inputs.bias)
         params[name] = prepared.params
-        call = lambda p=prepared: p(inputs.x)  # noqa: E731
-        samplers[name] = (
-            cold_sampler(clock, call, inputs.x, flush_for("cpu")) if cold else clock.sampler(call)
-        )
+        samplers[name] = regime_sampler(clock, lambda p=prepared: p(inputs.x), inputs.x, cold)
     with torch.no_grad():
-        rounds = measure_rounds(samplers, cold_timing(cfg) if cold else cfg, baseline="torch")
+        rounds = measure_rounds(samplers, regime_timing(cfg, cold), baseline="torch")
     row: dict = {
         "case": spec.name,
         "spec": spec.format(),

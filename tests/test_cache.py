@@ -11,6 +11,7 @@ import torch
 from conftest import run_cli
 
 from convbench import sweep
+from convbench.measure import cache
 from convbench.measure.cache import (
     COLD_BUDGET,
     CPU_CACHES,
@@ -129,7 +130,7 @@ def test_a_cold_sweep_flushes_before_every_timed_call(
         flushes.append(1)
         return flush()
 
-    monkeypatch.setattr(sweep, "flush_for", lambda device: counted)
+    monkeypatch.setattr(cache, "flush_for", lambda device: counted)
     case = [Case(Workload(parse("mb1ic4ih12oc8oh12kh3ph1")), b, "cpu", "float32")
             for b in ("torch", "im2col")]  # fmt: skip
     for cold in (False, True):

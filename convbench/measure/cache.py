@@ -27,12 +27,19 @@ import torch
 
 from convbench.measure.timing import Clock, Sampler, TimingConfig
 
-__all__ = ["Flush", "cold_sampler", "cold_timing", "last_level_cache_bytes"]
+__all__ = [
+    "Flush",
+    "cold_sampler",
+    "cold_timing",
+    "last_level_cache_bytes",
+    "regime_sampler",
+    "regime_timing",
+]
 
 CPU_CACHES = Path("/sys/devices/system/cpu/cpu0/cache")
 FALLBACK_BYTES = 256 << 20
-"""What a last-level cache is taken to hold where the system does not say (not Linux): more
-than any server part's L3 per socket in 2026, so the flush errs on the side of evicting."""
+"""What a last-level cache is taken to hold where the system does not say (not Linux): a guess,
+as large as this machine's 260 MiB L3; a larger cache is then only partly evicted."""
 COLD_BUDGET = 4
 """How many times the budget of warm timing a participant gets: each of its samples also pays
 for a flush (about 30 ms on a 260 MiB L3), which the budget counts."""
@@ -50,8 +57,8 @@ def last_level_cache_bytes(device: str) -> int:
     core, or the CUDA device's L2."""
     if device == "cuda":
         return int(torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size)
-    sizes = [_size(p.read_text()) for p in CPU_CACHES.glob("index*/size") if p.read_text().strip()]
-    return max(sizes, default=FALLBACK_BYTES)
+    texts = [p.read_text().strip() for p in CPU_CACHES.glob("index*/size")]
+    return max((_size(t) for t in texts if t), default=FALLBACK_BYTES)
 
 
 class Flush:
@@ -100,3 +107,16 @@ def cold_timing(config: TimingConfig) -> TimingConfig:
     return replace(
         config, min_sample_s=0.0, turn_warmup_s=0.0, budget_s=config.budget_s * COLD_BUDGET
     )
+
+
+def regime_sampler(clock: Clock, fn: Callable[[], object], x: torch.Tensor, cold: bool) -> Sampler:
+    """``fn``'s sampler: calls back to back, or with ``cold`` each alone after a flush of the
+    device ``x`` lives on and a read of ``x`` (its input)."""
+    if cold:
+        return cold_sampler(clock, fn, x, flush_for(x.device.type))
+    return clock.sampler(fn)
+
+
+def regime_timing(config: TimingConfig, cold: bool) -> TimingConfig:
+    """``config``, or with ``cold`` its cold form (:func:`cold_timing`)."""
+    return cold_timing(config) if cold else config
