@@ -4,12 +4,12 @@ weights, their transforms, its workspaces), while its input is warm.
 That is a layer's lot inside a network, where the other layers run in between and the layer
 before has just written the input. Timed call after call, as benchmarks do, a backend's own
 data stays in the caches, and a backend that keeps a lot of it gains most: fft-torch keeps
-10–40 MB of weight spectrum for one 128² image with an 11×11 kernel, where torch keeps the
-kernel's 62 KB. ``convbench run --spec mb1ic8ih128oc16oh128kh11ph5 --spec
-mb8ic128ih28oc128oh28kh3ph1 --backend torch,fft-torch,winograd-f4``, warm and then with
-``--cold-cache``: fft-torch 1.31× torch warm, 1.04× cold (one image of 8 → 16 channels, 11×11,
-128²); Winograd F(4) 1.66× warm, 1.44× cold (128 channels of 28², minibatch 8). oneDNN's
-benchdnn offers the same choice (``--cold-cache``).
+10 MB of weight spectrum for one 128² image of 8 → 16 channels with an 11×11 kernel (41 MB
+for 8 → 64), where torch keeps the kernel's 62 KB. ``convbench run --spec
+mb1ic8ih128oc16oh128kh11ph5 --spec mb8ic128ih28oc128oh28kh3ph1 --backend
+torch,fft-torch,winograd-f4``, warm and then with ``--cold-cache``: fft-torch 1.31× torch
+warm, 1.04× cold (that 8 → 16-channel image); Winograd F(4) 1.66× warm, 1.44× cold (128
+channels of 28², minibatch 8). oneDNN's benchdnn offers the same choice (``--cold-cache``).
 
 Before each timed call the device reads (CPU) or writes (CUDA) a buffer of twice its
 last-level cache, outside the timed interval, then reads the input once; each sample is a
