@@ -4,9 +4,11 @@ exactly once, the FFT tilings cover the output, and ``fastest`` keeps the fastes
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import numba
@@ -14,6 +16,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.profiler import ProfilerActivity, profile
 
 from convbench import backends
 from convbench.backends.base import NEAR, fastest, tile_blocks, unit_roundoff
@@ -193,12 +196,78 @@ def test_im2col_times_the_unfolded_columns_with_each_gemm_library(desc: str) -> 
         assert not onednn and prepared.algorithm == "im2col views"
 
 
-@pytest.mark.parametrize(
-    "desc",
-    ["mb3ic4ih9oc6kh1sh2ph1", "mb2ic4ih10oc6kh1sh3g2", "mb3ic6ih7oc8kh1", "mb1ic4ih5oc4kh1ph-1"],
-)
+POINTWISE = [
+    "mb3ic4ih9oc6kh1sh2ph1",
+    "mb2ic4ih10oc6kh1sh3g2",
+    "mb3ic6ih7oc8kh1",
+    "mb1ic4ih5oc4kh1ph-1",
+]
+
+
+@pytest.mark.parametrize("desc", POINTWISE)
 def test_every_im2col_pointwise_form_is_correct(desc: str) -> None:
     _assert_pointwise_forms_correct(parse(desc))
+
+
+GEMM_OPERANDS = {
+    "aten::mm": (0, 1),
+    "aten::addmm": (1, 2),
+    "aten::addmm_": (1, 2),
+    "aten::bmm": (0, 1),
+    "aten::baddbmm": (1, 2),
+    "aten::baddbmm_": (1, 2),
+    "mkldnn::_linear_pointwise": (0, 1),
+}
+"""torch's GEMM operators, and where their two factors are among the inputs."""
+
+
+def _products(run: Run, x: torch.Tensor) -> Counter[tuple[int, int, int]]:
+    """The [m × k]·[k × n] products one call of ``run`` makes, read from torch's profiler: its
+    outermost GEMM operators, a batched one once per batch item (the products torch may run
+    inside it are not counted again); oneDNN's weight is [n × k]."""
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        run(x)
+    found: Counter[tuple[int, int, int]] = Counter()
+    for event in prof.events():
+        if event.name not in GEMM_OPERANDS:
+            continue
+        parent = event.cpu_parent
+        while parent is not None and parent.name not in GEMM_OPERANDS:
+            parent = parent.cpu_parent
+        if parent is not None:
+            continue
+        i, j = GEMM_OPERANDS[event.name]
+        a, b = event.input_shapes[i], event.input_shapes[j]
+        n = b[-2] if event.name.startswith("mkldnn") else b[-1]
+        found[(a[-2], a[-1], n)] += a[0] if len(a) == 3 else 1
+    return found
+
+
+@pytest.mark.parametrize("desc", [*SPECS, *STRIDED, *POINTWISE])
+@pytest.mark.parametrize("bias", [True, False])
+def test_im2col_params_name_the_products_it_makes(desc: str, bias: bool) -> None:
+    """``gemm_calls`` (what ``scripts/algorithm_targets.py`` times as the layer's GEMMs alone)
+    lists exactly the products each form makes, as torch's profiler sees them: every block
+    size and GEMM library of the unfolded columns, the views in runs of 7 pixels and of all,
+    every 1×1 form."""
+    spec = dataclasses.replace(parse(desc), bias=bias)
+    data = make_inputs(spec).to("cpu", torch.float32)
+    forms: list[tuple[Run, list[list[int]]]] = []
+    if spec.kh == spec.kw == 1:
+        for every, onednn in [(False, False), (True, False), (True, True)]:
+            if not onednn or True in _gemm_libraries(spec):
+                run = Im2colBackend._pointwise(spec, data.weight, data.bias, every, onednn)
+                forms.append((run, Im2colBackend.pointwise_calls(spec, every, onednn)))
+    else:
+        for rows in (7, 10**6):
+            for onednn in _gemm_libraries(spec):
+                run = Im2colBackend._nhwc(spec, data.weight, data.bias, rows, onednn)
+                forms.append((run, Im2colBackend.nhwc_calls(spec, bias, rows, onednn)))
+        for pixels in (7, 10**6):
+            run = Im2colBackend._views(spec, data.weight, data.bias, pixels)
+            forms.append((run, Im2colBackend.views_calls(spec, bias, pixels)))
+    for run, calls in forms:
+        assert _products(run, data.x) == Counter({(m, k, n): c for m, k, n, c in calls})
 
 
 def _assert_pointwise_forms_correct(spec: ConvSpec) -> None:

@@ -6,7 +6,8 @@ negative padding done once, up front) and handle groups as a batched GEMM over g
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from typing import ClassVar
 
 import torch
@@ -42,6 +43,23 @@ Term = tuple[torch.Tensor, torch.Tensor]
 def _like(weight: torch.Tensor) -> dict:
     """Where and in what dtype workspaces for ``weight``'s problem are made."""
     return {"dtype": weight.dtype, "device": weight.device}
+
+
+def _gemm_calls(shapes: Iterable[tuple[int, int, int]]) -> list[list[int]]:
+    """``[m, k, n, count]`` for each distinct [m × k]·[k × n] product among ``shapes`` (one
+    entry per product; a product batched over groups is one per group), in order of first
+    appearance: what a form's products amount to, recorded in its params so that its GEMMs
+    can be timed alone (``scripts/algorithm_targets.py``)."""
+    return [[*shape, count] for shape, count in Counter(shapes).items()]
+
+
+def _phase_grid(spec: ConvSpec) -> tuple[int, int, int]:
+    """The views' grid: the rows and columns of each stride phase of the padded input, and
+    the index, plus one, of the last output pixel on the (image, row, column) grid of
+    phases: the views' GEMMs compute pixels 0 to that, the wasted columns included."""
+    hp, wp = spec.ih + spec.ph + spec.ph_r, spec.iw + spec.pw + spec.pw_r
+    hq, wq = -(-hp // spec.sh), -(-wp // spec.sw)
+    return hq, wq, (spec.mb - 1) * hq * wq + (spec.oh - 1) * wq + spec.ow
 
 
 def _add_bias(y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -211,20 +229,24 @@ class Im2colBackend(_DirectFamily):
                 )
             )
         label, run, times = fastest(builds, tuning_input(spec, weight))
+        kg, cg = spec.oc // spec.g, spec.ic // spec.g
         if label.startswith("views"):
             params = {
                 "columns": "views",
-                "gemm": [spec.oc // spec.g, spec.ic // spec.g, self.VIEW_PIXELS],
+                "gemm": [kg, cg, self.VIEW_PIXELS],
                 "gemms_per_run": spec.kh * spec.kw,
                 "gemm_library": "torch.mm",
+                "gemm_calls": self.views_calls(spec, bias is not None, self.VIEW_PIXELS),
                 "tuned_ms": times,
             }
             return Prepared(run, "im2col views", params)
         pixels, _, library = label.partition(" ")
+        rows = candidates[int(pixels)]
         params = {
             "columns": "unfolded",
-            "gemm": [int(pixels), crs, spec.oc // spec.g],
+            "gemm": [int(pixels), crs, kg],
             "gemm_library": "oneDNN matmul" if library else "torch.mm",
+            "gemm_calls": self.nhwc_calls(spec, bias is not None, rows, bool(library)),
             "tuned_ms": times,
         }
         return Prepared(run, f"im2col {library}".strip(), params)
@@ -250,7 +272,8 @@ class Im2colBackend(_DirectFamily):
             )
         label, run, times = fastest(forms, tuning_input(spec, weight))
         kg, cg, p = spec.oc // spec.g, spec.ic // spec.g, spec.oh * spec.ow
-        if label == ONEDNN_POINTWISE:
+        onednn = label == ONEDNN_POINTWISE
+        if onednn:
             gemm, library = [spec.mb * p, cg, kg], "oneDNN matmul"
         else:
             gemm, library = [kg, cg, p * spec.mb if label == "all images" else p], "torch.matmul"
@@ -258,10 +281,47 @@ class Im2colBackend(_DirectFamily):
             "columns": "input",
             "gemm": gemm,
             "gemm_library": library,
+            "gemm_calls": self.pointwise_calls(spec, label != "per image", onednn),
             "images_per_gemm": label,
             "tuned_ms": times,
         }
         return Prepared(run, "im2col pointwise", params)
+
+    @staticmethod
+    def nhwc_calls(spec: ConvSpec, bias: bool, rows: int, onednn: bool) -> list[list[int]]:
+        """:func:`_gemm_calls` of :meth:`_nhwc`'s products: one per block and group, the
+        bias a column of the product where it rides in it (one group, not oneDNN)."""
+        kg = spec.oc // spec.g
+        width = spec.ic // spec.g * spec.kh * spec.kw + (spec.g == 1 and bias and not onednn)
+        return _gemm_calls(
+            (blk.tiles, width, kg)
+            for blk in tile_blocks(spec.mb, spec.oh, spec.ow, rows)
+            for _ in range(spec.g)
+        )
+
+    @staticmethod
+    def views_calls(spec: ConvSpec, bias: bool, pixels: int) -> list[list[int]]:
+        """:func:`_gemm_calls` of :meth:`_views`' products: R·S per run of pixels and group,
+        the first tap's a column more where the bias rides in it (one group)."""
+        kg, cg = spec.oc // spec.g, spec.ic // spec.g
+        last = _phase_grid(spec)[2]
+        first = cg + (spec.g == 1 and bias)
+        return _gemm_calls(
+            (kg, cg if tap else first, min(pixels, last - start))
+            for start in range(0, last, pixels)
+            for tap in range(spec.kh * spec.kw)
+            for _ in range(spec.g)
+        )
+
+    @staticmethod
+    def pointwise_calls(spec: ConvSpec, all_images: bool, onednn: bool) -> list[list[int]]:
+        """:func:`_gemm_calls` of :meth:`_pointwise`'s products."""
+        kg, cg, p = spec.oc // spec.g, spec.ic // spec.g, spec.oh * spec.ow
+        if onednn:
+            return [[spec.mb * p, cg, kg, 1]]
+        if all_images:
+            return [[kg, cg, spec.mb * p, spec.g]]
+        return [[kg, cg, p, spec.mb * spec.g]]
 
     @staticmethod
     def _nhwc(
@@ -358,7 +418,7 @@ class Im2colBackend(_DirectFamily):
         kh, kw, sh, sw = spec.kh, spec.kw, spec.sh, spec.sw
         hp, wp = spec.ih + spec.ph + spec.ph_r, spec.iw + spec.pw + spec.pw_r
         # Phase (a, b) holds the padded input's rows a, a + sh, ... and columns b, b + sw, ...
-        hq, wq = -(-hp // sh), -(-wp // sw)
+        hq, wq, last = _phase_grid(spec)
         area = spec.mb * hq * wq
         ws = _like(weight)
         two_d = g == 1
@@ -381,8 +441,6 @@ class Im2colBackend(_DirectFamily):
         wt = weight.reshape(g, kg, cg, kh, kw).permute(3, 4, 0, 1, 2).contiguous()
         _, _, r0, s0 = taps[0]
         first = torch.cat([wt[r0, s0, 0], bias.view(kg, 1)], dim=1) if folded else None
-        # The last output pixel's index on the phase grid, plus one.
-        last = (spec.mb - 1) * hq * wq + (spec.oh - 1) * wq + spec.ow
 
         def term(ph: int, offset: int, r: int, s: int, start: int) -> Term:
             """A tap's weights and its columns for the run of pixels from ``start``: views
