@@ -76,13 +76,35 @@ def winograd_class(mb: int) -> list[ConvSpec]:
 
 
 def fft_large_class() -> list[ConvSpec]:
-    """11×11 to 15×15 kernels on 128×128 to 256×256 images, channels 8 to 256, minibatch 1 to 16."""
-    return [
+    """11×11 to 15×15 kernels on 128×128 to 256×256 images, channels 8 to 256, minibatch 1 to
+    16: the grid of equal in and out channels; with unequal ones (where the FFTs of the larger
+    side are paid for the sums of the smaller), every pair of 8, 16 and 32 on one 128² image
+    with 11×11, the corner where the FFTs weigh most, and eight seeded draws of at most 60
+    direct GFLOP (the FFT's lead grows with the work, and most larger draws take minutes)."""
+    grid = ((128, 11), (192, 13), (256, 15))
+    chans, mbs = (8, 16, 32, 64, 128, 256), (1, 4, 16)
+    specs = [
         _same(c, c, h, mb, r, f"f{r}_c{c}_mb{mb}_{h}px")
-        for h, r in ((128, 11), (192, 13), (256, 15))
-        for c in (8, 16, 32, 64, 128, 256)
-        for mb in (1, 4, 16)
+        for h, r in grid
+        for c in chans
+        for mb in mbs
     ]
+    specs += [
+        _same(c, k, 128, 1, 11, f"f11_c{c}k{k}_mb1_128px")
+        for c in (8, 16, 32)
+        for k in (8, 16, 32)
+        if c != k
+    ]
+    draws = len(specs) + 8
+    rng = random.Random(11)
+    while len(specs) < draws:
+        (h, r), mb = rng.choice(grid), rng.choice(mbs)
+        c, k = rng.sample(chans, 2)
+        name = f"f{r}_c{c}k{k}_mb{mb}_{h}px"
+        spec = _same(c, k, h, mb, r, name)
+        if spec.flops <= 60e9 and all(s.name != name for s in specs):
+            specs.append(spec)
+    return specs
 
 
 def fft_family_class() -> list[ConvSpec]:
@@ -153,9 +175,11 @@ def gemm_efficiency(params: dict, cfg: TimingConfig) -> float:
 
 def gemms_alone(params: dict) -> Callable[[], None]:
     """A call of im2col's products alone: each of ``params["gemm_calls"]`` ([m, k, n, count]),
-    by the library the backend chose, on operands made once. Timed beside torch, torch's time
-    over this is the speed-up im2col would have if its columns cost nothing: its ceiling with
-    that GEMM (optimistic: the operands stay in cache, and no product accumulates)."""
+    by oneDNN's matmul where the backend chose it, else by ``torch.mm`` (the BLAS behind its
+    ``torch.matmul`` too, there one product at a time), on operands made once. Timed beside
+    torch, torch's time over this is the speed-up im2col would have if its columns cost
+    nothing: its ceiling with that GEMM (optimistic: the operands stay in cache, and no
+    product accumulates)."""
     onednn = params.get("gemm_library") == "oneDNN matmul"
     calls: list[tuple[Callable[[], object], int]] = []
     for m, k, n, count in params["gemm_calls"]:
@@ -210,11 +234,13 @@ def run_case(spec: ConvSpec, names: list[str], cfg: TimingConfig, cold: bool = F
     return row
 
 
-def _cell(row: dict, name: str) -> str:
-    if name not in row["speedup"]:
-        return f"{'-':>17s}"
-    v, lo, hi = row["speedup"][name]
+def _interval(ratio: list[float]) -> str:
+    v, lo, hi = ratio
     return f"{v:5.2f}x [{lo:4.2f},{hi:4.2f}]"
+
+
+def _cell(row: dict, name: str) -> str:
+    return _interval(row["speedup"][name]) if name in row["speedup"] else f"{'-':>17s}"
 
 
 def print_header(fam: Family) -> None:
@@ -227,8 +253,7 @@ def print_header(fam: Family) -> None:
 def print_row(fam: Family, row: dict) -> None:
     cells = [_cell(row, b) for b in fam.backends]
     if "gemms_alone" in row:
-        v, lo, hi = row["gemms_alone"]
-        cells.append(f"{v:5.2f}x [{lo:4.2f},{hi:4.2f}]")
+        cells.append(_interval(row["gemms_alone"]))
     if "gemm_of_peak" in row:
         cells.append(f"{row['gemm_of_peak'] * 100:16.0f}%")
     print(
