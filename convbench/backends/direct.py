@@ -191,9 +191,15 @@ class Im2colBackend(_DirectFamily):
     2048, 8192 and 32768 pixels (by each GEMM library) and the views
     in runs of 4096 pixels (the best of 2048 to 8192 at 64 to 512 channels; a run's inputs and
     outputs then stay in the cores' L2) — :func:`fastest`; in float16 and bfloat16 only the
-    unfolded blocks. Fewer than 2048 pixels never won here, nor did ``F.unfold``'s
-    [C·R·S × pixels] with the transposed GEMM. A 1×1 problem needs no columns: they are the
-    padded input itself (subsampled by the stride), multiplied as it lies.
+    unfolded blocks. Fewer than 2048 pixels never won here (128 to 1024 tried again with
+    oneDNN's matmul: no faster on 3×3 layers of 64 to 256 channels or on the stem), nor did
+    ``F.unfold``'s [C·R·S × pixels] with the transposed GEMM, nor columns unfolded along the
+    width only (S·C/g a pixel, R products over row views: 0.65–0.77× torch against the views'
+    0.77× on 64 channels of 56², minibatch 8), nor the views channels-last (a product per tap
+    over row offsets, by MKL or by oneDNN's matmul adding into the sum: 0.41–0.74× against
+    0.78× there), nor a compiled loop for the unfolding (the stem's runs of 21 numbers: no
+    faster than torch's copy, which writes them at about 27 GB/s). A 1×1 problem needs no
+    columns: they are the padded input itself (subsampled by the stride), multiplied as it lies.
     """
 
     name = "im2col"
