@@ -155,10 +155,7 @@ def _start(args: argparse.Namespace) -> tuple[RunStore, dict[str, Any]]:
     config = _new_config(args)
     store = RunStore.create(Path(args.out))
     store.write_json(RunStore.CONFIG, config)
-    caches = {"caches": "cold" if config["cold_cache"] else "warm"}  # how it was timed
-    store.write_json(
-        RunStore.ENVIRONMENT, fingerprint(config["threads"], config["devices"]) | caches
-    )
+    store.write_json(RunStore.ENVIRONMENT, fingerprint(config["threads"], config["devices"]))
     return store, config
 
 

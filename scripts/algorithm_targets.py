@@ -148,24 +148,12 @@ def gemm_efficiency(params: dict, cfg: TimingConfig) -> float:
     another speed of the machine than the layer's GEMM (a run whose torch times rose 1.4×
     midway read 48–101 % where the run before read 65–99 %)."""
     m, k, n = params["gemm"]
-    a, b = torch.randn(m, k), torch.randn(k, n)
-    out = torch.empty(m, n)
     pa, pb = torch.randn(PEAK_GEMM_N, PEAK_GEMM_N), torch.randn(PEAK_GEMM_N, PEAK_GEMM_N)
     pout = torch.empty(PEAK_GEMM_N, PEAK_GEMM_N)
-    linear = (
-        onednn_linear(b.t(), None, m) if params.get("gemm_library") == "oneDNN matmul" else None
-    )
-
-    def shape() -> None:
-        if linear is not None:
-            linear(a)
-        else:
-            torch.mm(a, b, out=out)
-
     clock = Clock("cpu")
     samplers = {
         "peak": clock.sampler(lambda: torch.mm(pa, pb, out=pout)),
-        "shape": clock.sampler(shape),
+        "shape": clock.sampler(_product(params, m, k, n)),
     }
     rounds = measure_rounds(samplers, cfg, baseline="peak")
     ratio = rounds.speedup("shape")
@@ -173,22 +161,24 @@ def gemm_efficiency(params: dict, cfg: TimingConfig) -> float:
     return ratio.value * (m * k * n) / PEAK_GEMM_N**3
 
 
+def _product(params: dict, m: int, k: int, n: int) -> Callable[[], object]:
+    """An [m × k]·[k × n] product on operands made once, by oneDNN's matmul where im2col chose
+    it (``params["gemm_library"]``), else by ``torch.mm`` (the BLAS behind its
+    ``torch.matmul`` too)."""
+    a, b, out = torch.randn(m, k), torch.randn(k, n), torch.empty(m, n)
+    if params.get("gemm_library") == "oneDNN matmul":
+        linear = onednn_linear(b.t(), None, m)
+        return lambda: linear(a)
+    return lambda: torch.mm(a, b, out=out)
+
+
 def gemms_alone(params: dict) -> Callable[[], None]:
-    """A call of im2col's products alone: each of ``params["gemm_calls"]`` ([m, k, n, count]),
-    by oneDNN's matmul where the backend chose it, else by ``torch.mm`` (the BLAS behind its
-    ``torch.matmul`` too, there one product at a time), on operands made once. Timed beside
-    torch, torch's time over this is the speed-up im2col would have if its columns cost
+    """A call of im2col's products alone: each of ``params["gemm_calls"]`` ([m, k, n, count])
+    as :func:`_product` makes it (a batched ``torch.matmul`` one product at a time). Timed
+    beside torch, torch's time over this is the speed-up im2col would have if its columns cost
     nothing: its ceiling with that GEMM (optimistic: the operands stay in cache, and no
     product accumulates)."""
-    onednn = params.get("gemm_library") == "oneDNN matmul"
-    calls: list[tuple[Callable[[], object], int]] = []
-    for m, k, n, count in params["gemm_calls"]:
-        a, b, out = torch.randn(m, k), torch.randn(k, n), torch.empty(m, n)
-        if onednn:
-            linear = onednn_linear(b.t(), None, m)
-            calls.append((lambda a=a, f=linear: f(a), count))
-        else:
-            calls.append((lambda a=a, b=b, out=out: torch.mm(a, b, out=out), count))
+    calls = [(_product(params, m, k, n), count) for m, k, n, count in params["gemm_calls"]]
 
     def run() -> None:
         for product, count in calls:

@@ -277,17 +277,13 @@ class Im2colBackend(_DirectFamily):
                 (ONEDNN_POINTWISE, lambda: self._pointwise(spec, weight, bias, True, True))
             )
         label, run, times = fastest(forms, tuning_input(spec, weight))
-        kg, cg, p = spec.oc // spec.g, spec.ic // spec.g, spec.oh * spec.ow
         onednn = label == ONEDNN_POINTWISE
-        if onednn:
-            gemm, library = [spec.mb * p, cg, kg], "oneDNN matmul"
-        else:
-            gemm, library = [kg, cg, p * spec.mb if label == "all images" else p], "torch.matmul"
+        calls = self.pointwise_calls(spec, label != "per image", onednn)
         params = {
             "columns": "input",
-            "gemm": gemm,
-            "gemm_library": library,
-            "gemm_calls": self.pointwise_calls(spec, label != "per image", onednn),
+            "gemm": calls[0][:3],
+            "gemm_library": "oneDNN matmul" if onednn else "torch.matmul",
+            "gemm_calls": calls,
             "images_per_gemm": label,
             "tuned_ms": times,
         }

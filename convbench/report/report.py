@@ -105,7 +105,7 @@ def _environment(runs: list[LoadedRun]) -> str:
     fields = [
         ("CPU", lambda e: f"{e.get('cpu', '-')} ({e.get('cores', '-')} cores)"),
         ("threads", lambda e: e.get("threads", "-")),
-        ("caches", lambda e: e.get("caches", "warm")),
+        ("caches", lambda e: e["caches"]),
         ("GPU", gpu),
         ("measured GEMM peak (float32)", peaks),
         ("torch", lambda e: f"{e.get('torch', '-')} ({build(e)})"),
@@ -120,11 +120,17 @@ def _environment(runs: list[LoadedRun]) -> str:
     head = "<tr><th></th>" + "".join(f"<th>{esc(run.run_id)}</th>" for run in runs) + "</tr>"
     rows = "".join(
         f"<tr><th>{esc(name)}</th>"
-        + "".join(f"<td>{esc(get(run.environment))}</td>" for run in runs)
+        + "".join(f"<td>{esc(get(_described(run)))}</td>" for run in runs)
         + "</tr>"
         for name, get in fields
     )
     return f'<table class="kv">{head}{rows}</table>'
+
+
+def _described(run: LoadedRun) -> dict[str, Any]:
+    """The run's environment, with how its calls were timed as its records say (``cache``)."""
+    caches = "/".join(sorted({r.cache for r in run.records})) or "warm"
+    return run.environment | {"caches": caches}
 
 
 def _summary(runs: list[LoadedRun]) -> str:
