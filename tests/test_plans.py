@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from convbench.backends.fft import (
     cost,
     plan,
 )
+from convbench.backends.numba_pool import on_pool, use_threads
 from convbench.backends.winograd import WinogradBackend
 from convbench.inputs import make_inputs
 from convbench.measure.accuracy import compare
@@ -85,6 +87,57 @@ def test_every_fft_tiling_is_correct(desc: str, cls: type) -> None:
                             s, t, w, b, z, m, n
                         ),
                     )
+
+
+@pytest.mark.parametrize("desc", SPECS)
+def test_scipys_ffts_in_parts_equal_one_call(desc: str) -> None:
+    """SciPy's FFTs cut into two or three parts, each on a thread of torch's pool, give the
+    very numbers of one call over the whole batch: each 2-D transform is computed alone either
+    way, so a part that misses or overlaps a slice shows as a difference."""
+    spec = parse(desc)
+    data = make_inputs(spec, seed=5).to("cpu", torch.float32)
+    backend = FFTScipyBackend()
+    for tiling in plan(spec):
+        for mac in (False, True):
+            one = backend.build(spec, tiling, data.weight, data.bias, mac=mac, workers=1)
+            want = one(data.x)
+            for parts in (2, 3):
+                run = backend.build(spec, tiling, data.weight, data.bias, mac=mac, workers=parts)
+                assert torch.equal(run(data.x), want), (tiling.size, mac, parts)
+
+
+def test_on_pool_runs_each_part_on_a_thread_of_its_own_and_raises_a_parts_error() -> None:
+    """Two parts on two threads of the pool, at once: each waits until the other has
+    started, which only parts on distinct threads can do; an exception in one part is raised
+    in the caller after the other part has ended, and torch's thread count is left alone."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        use_threads(2)
+        started = [threading.Event(), threading.Event()]
+        where: dict[int, int] = {}
+
+        def meet(part: int) -> None:
+            started[part].set()
+            assert started[1 - part].wait(timeout=30), "the other part never started"
+            where[part] = threading.get_native_id()
+
+        on_pool(meet, 2)
+        assert len(set(where.values())) == 2
+        ended: list[int] = []
+
+        def fail(part: int) -> None:
+            if part == 0:
+                raise ValueError("part 0 failed")
+            time.sleep(0.05)
+            ended.append(part)
+
+        with pytest.raises(ValueError, match="part 0 failed"):
+            on_pool(fail, 2)
+        assert ended == [1]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
 
 
 WINOGRAD_CASES = [

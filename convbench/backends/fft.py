@@ -375,7 +375,8 @@ class _FFTBase:
         return _UNITS * unit_roundoff(dtype)
 
     own_threads = False
-    """Whether the FFT library runs threads of its own (``workers``), beside torch's."""
+    """Whether the backend spreads the FFT library's calls over ``workers`` threads itself
+    (they do not run inside torch's operators): ``prepare`` then also times one."""
 
     def transforms(
         self, spec: ConvSpec, size: tuple[int, int], weight: torch.Tensor, workers: int
@@ -385,8 +386,8 @@ class _FFTBase:
         real), ``forward_pairs(tiles)`` and ``inverse_pairs(spectra)`` (complex to whole
         complex spectra and back, over the last two dimensions), each returning a new tensor
         (writing into a workspace, ``out=``, made torch.fft copy its result: 0.29 against 0.23
-        ms for sixteen 140×140 tiles), on ``workers`` threads where the
-        library has threads of its own."""
+        ms for sixteen 140×140 tiles), on ``workers`` threads where the backend spreads the
+        library's calls itself (``own_threads``)."""
         raise NotImplementedError
 
     def build(
@@ -400,7 +401,7 @@ class _FFTBase:
         workers: int | None = None,
     ) -> Callable[[torch.Tensor], torch.Tensor]:
         """The timed call for one tiling, its weight spectrum made here (the FFTs on
-        ``workers`` threads, by default torch's)."""
+        ``workers`` threads, by default torch's count)."""
         threads = workers or torch.get_num_threads()
         wf, *fns = self.transforms(spec, tiling.size, weight, threads)
         return _pipeline(spec, tiling, wf, bias, *fns, block_bytes, mac)
@@ -424,9 +425,9 @@ class _FFTBase:
         tiling, mac = tilings[way.split()[0]], way.endswith("mac")
         workers = torch.get_num_threads()
         if self.own_threads and workers > 1:
-            # Between torch's operators, whose OpenMP threads spin-wait after each one, the
-            # library's own threads share the cores with them: one thread of FFT can then beat
-            # two. Timed for the chosen way only, against itself, in the same conditions.
+            # Spreading the FFTs costs a Python call per part and transform, more than small
+            # transforms gain by it. Timed for the chosen way only, against itself, in the
+            # same conditions.
             one = f"{way}, 1 worker"
             label, run, again = fastest(
                 [
@@ -488,13 +489,18 @@ class FFTScipyBackend(_FFTBase):
     torch, as in ``fft-torch``, so the two backends differ in their FFT library alone (NumPy's
     ``matmul`` loops over thousands of small matrices one by one, at a third of the speed).
 
-    pocketfft runs threads of its own (``workers``), and torch's OpenMP threads spin-wait after
-    each of torch's operators, so the two share the cores on every switch between them. On
-    mb4ic16ih128oc16oh128kh11ph5 (144×144 tiles, 2 threads) the backend took 24.1 ms; with
-    ``OMP_WAIT_POLICY=PASSIVE`` (no spinning) 16.0 ms, while fft-torch went from 7.8 to 10.2 ms
-    (torch's short parallel regions then pay for waking their threads). A library must not
-    change torch's threading for the whole process, so ``prepare`` times the chosen way again
-    with the FFTs on one thread, which sidesteps the contention, and keeps the faster."""
+    pocketfft can run threads of its own (``workers``), but torch's OpenMP threads spin-wait
+    after each of torch's operators and Numba's loops, so the two shared the cores on every
+    switch between them: on mb4ic16ih128oc16oh128kh11ph5 (144×144 tiles, 2 threads) the
+    backend took 24.1 ms, and 16.0 ms with ``OMP_WAIT_POLICY=PASSIVE`` (no spinning), which
+    a library must not set for the whole process (fft-torch went from 7.8 to 10.2 ms with
+    it). So each batch of transforms is cut into as many parts as torch has threads, and each
+    part runs on one thread of pocketfft, on a thread of that same pool (:func:`_in_parts`):
+    the threads that would spin do the work. On 2 threads, in 40 alternating rounds against
+    pocketfft's own two threads and against one (the faster of the two per way): 6.49 against
+    7.39 ms on (4, 32, 64²) with a 7×7 kernel, 3.74 against 4.02 ms on one 16-channel 128²
+    image with 11×11. ``prepare`` still times the chosen way with all FFTs on one thread,
+    which wins where the transforms are too small to pay for a Python call per part."""
 
     name = "fft-scipy"
     description = "FFT convolution with scipy.fft on the CPU over tiles chosen per problem"
@@ -513,20 +519,53 @@ class FFTScipyBackend(_FFTBase):
         with stage("fft/filter_spectrum"):
             w = _dilated(spec, weight).numpy()
             wf = torch.from_numpy(scipy.fft.rfft2(w, s=(th, tw), workers=workers).conj())
+        cplx, real = wf.numpy().dtype, wf.real.numpy().dtype
+        half = (th, tw // 2 + 1)
 
         def forward(tiles: torch.Tensor) -> torch.Tensor:
-            return torch.from_numpy(scipy.fft.rfft2(tiles.numpy(), workers=workers))
+            return _in_parts(scipy.fft.rfft2, {}, tiles.numpy(), half, cplx, workers)
 
         def inverse(spectra: torch.Tensor) -> torch.Tensor:
             # The spectra are rebuilt every call: pocketfft may work in them.
-            res = scipy.fft.irfft2(spectra.numpy(), s=(th, tw), workers=workers, overwrite_x=True)
-            return torch.from_numpy(res)
+            options = {"s": size, "overwrite_x": True}
+            return _in_parts(scipy.fft.irfft2, options, spectra.numpy(), size, real, workers)
 
         def forward_pairs(tiles: torch.Tensor) -> torch.Tensor:
-            return torch.from_numpy(scipy.fft.fft2(tiles.numpy(), workers=workers))
+            return _in_parts(scipy.fft.fft2, {}, tiles.numpy(), size, cplx, workers)
 
         def inverse_pairs(spectra: torch.Tensor) -> torch.Tensor:
-            res = scipy.fft.ifft2(spectra.numpy(), workers=workers, overwrite_x=True)
-            return torch.from_numpy(res)
+            options = {"overwrite_x": True}
+            return _in_parts(scipy.fft.ifft2, options, spectra.numpy(), size, cplx, workers)
 
         return wf, forward, inverse, forward_pairs, inverse_pairs
+
+
+def _in_parts(
+    fft: Callable[..., np.ndarray],
+    options: dict,
+    a: np.ndarray,
+    tail: tuple[int, int],
+    dtype: np.dtype,
+    parts: int,
+) -> torch.Tensor:
+    """``fft(a, **options)`` over the last two axes of ``a``, whose result's last two axes are
+    ``tail``, on one of pocketfft's threads: in one call where ``parts`` is 1, else cut into
+    ``parts`` slices of the longest other axis, each on a thread of torch's OpenMP pool
+    (:func:`~convbench.backends.numba_pool.on_pool`) and written into one new array there."""
+    lead = a.shape[:-2]
+    axis = max(range(len(lead)), key=lead.__getitem__, default=0)
+    n = lead[axis] if lead else 1
+    parts = min(parts, n)
+    if parts <= 1:
+        return torch.from_numpy(fft(a, workers=1, **options))
+    # Imported here: Numba takes a second to import, which no other command should pay.
+    from convbench.backends.numba_pool import on_pool
+
+    out = np.empty(lead + tail, dtype)
+
+    def part(p: int) -> None:
+        at = (slice(None),) * axis + (slice(p * n // parts, (p + 1) * n // parts),)
+        out[at] = fft(a[at], workers=1, **options)
+
+    on_pool(part, parts)
+    return torch.from_numpy(out)
