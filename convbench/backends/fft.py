@@ -496,11 +496,14 @@ class FFTScipyBackend(_FFTBase):
     a library must not set for the whole process (fft-torch went from 7.8 to 10.2 ms with
     it). So each batch of transforms is cut into as many parts as torch has threads, and each
     part runs on one thread of pocketfft, on a thread of that same pool (:func:`_in_parts`):
-    the threads that would spin do the work. On 2 threads, in 40 alternating rounds against
-    pocketfft's own two threads and against one (the faster of the two per way): 6.49 against
-    7.39 ms on (4, 32, 64²) with a 7×7 kernel, 3.74 against 4.02 ms on one 16-channel 128²
-    image with 11×11. ``prepare`` still times the chosen way with all FFTs on one thread,
-    which wins where the transforms are too small to pay for a Python call per part."""
+    the threads that would spin do the work. Against pocketfft's own threads (``convbench ab``
+    of the two versions, 2 threads, 22 to 158 paired rounds a problem, whole calls as
+    ``prepare`` chose them): 7.6 % [5.7, 9.9] faster on one 128² image of 8 → 16 channels with
+    11×11, 12 % on 16 → 16, 31 % on 64 → 64, 26 % on sixteen images of 16 → 16, 20 % on (4,
+    32, 64²) with 7×7, 19 % on one 256² image of 8 channels with 15×15; unchanged on 256 → 256
+    channels (the GEMMs weigh most). ``prepare`` still times the chosen way with all FFTs on
+    one thread, which wins where the transforms are too small to pay for a Python call per
+    part."""
 
     name = "fft-scipy"
     description = "FFT convolution with scipy.fft on the CPU over tiles chosen per problem"

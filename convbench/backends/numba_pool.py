@@ -73,9 +73,10 @@ def on_pool(job: Callable[[int], None], parts: int) -> None:
     operators its OpenMP threads spin-wait for more work, so a library's own threads started
     then share the cores with them. Split into parts, each on one thread of the library and
     run on the pool's threads, its work has the cores to itself: eight complex 140×140 FFTs
-    by ``scipy.fft`` after a torch GEMM and a Numba loop took 685 µs so against 984 with
-    ``workers=2`` and 913 on one thread (2 threads, medians of 200 calls). The parts must
-    release the GIL for most of their time, or they run one after the other."""
+    by ``scipy.fft``, each call after a torch GEMM and a Numba loop, took 746–926 µs so
+    against 994–1017 with ``workers=2`` and 1063–1149 on one thread (2 threads, medians of
+    300 calls, two runs). The parts must release the GIL for most of their time, or they run
+    one after the other."""
     key = next(_KEYS)
     errors: list[BaseException] = []
 
