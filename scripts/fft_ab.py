@@ -2,9 +2,9 @@
 with torch in the same rounds.
 
 - ``--compare threads``: fft-scipy with its FFT threads chosen per problem against fft-scipy
-  always on torch's threads. pocketfft runs threads of its own, and torch's OpenMP threads
-  spin-wait after each of torch's operators, so the two share the cores whenever the backend
-  switches between them; ``prepare`` therefore also times the chosen way on one FFT thread.
+  always with its FFTs in parts on torch's threads. A part costs a Python call on a thread of
+  torch's pool, more than a small transform gains by it; ``prepare`` therefore also times the
+  chosen way on one FFT thread.
 - ``--compare sizes``: the backend with tiles of every even size of the factors 2, 3, 5 and 7
   (``FAST_SIZES``) against tiles of 2^a·3^b (b ≤ 2) only, the sizes it took before.
 
@@ -52,7 +52,7 @@ Versions = Callable[[ConvSpec, torch.Tensor], dict[str, Prepared]]
 
 
 class _TorchThreads(fft.FFTScipyBackend):
-    """fft-scipy as it was: pocketfft always on torch's thread count."""
+    """fft-scipy without the choice: its FFTs always in as many parts as torch has threads."""
 
     own_threads = False
 
