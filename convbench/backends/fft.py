@@ -555,16 +555,16 @@ def _in_parts(
     ``tail``, on one of pocketfft's threads: in one call where ``parts`` is 1, else cut into
     ``parts`` slices of the longest other axis, each on a thread of torch's OpenMP pool
     (:func:`~convbench.backends.numba_pool.on_pool`) and written into one new array there."""
-    lead = a.shape[:-2]
-    axis = max(range(len(lead)), key=lead.__getitem__, default=0)
-    n = lead[axis] if lead else 1
-    parts = min(parts, n)
-    if parts <= 1:
+    # Checked in this order: a call on one thread (the instruction gate's) pays for no more.
+    axis = max(range(a.ndim - 2), key=a.shape.__getitem__) if parts > 1 and a.ndim > 2 else 0
+    if parts <= 1 or a.ndim <= 2 or a.shape[axis] <= 1:
         return torch.from_numpy(fft(a, workers=1, **options))
+    parts = min(parts, a.shape[axis])
     # Imported here: Numba takes a second to import, which no other command should pay.
     from convbench.backends.numba_pool import on_pool
 
-    out = np.empty(lead + tail, dtype)
+    n = a.shape[axis]
+    out = np.empty(a.shape[:-2] + tail, dtype)
 
     def part(p: int) -> None:
         at = (slice(None),) * axis + (slice(p * n // parts, (p + 1) * n // parts),)
