@@ -1,10 +1,11 @@
 """The FFT backends' per-problem choices against their earlier, fixed forms, every version paired
 with torch in the same rounds.
 
-- ``--compare threads``: fft-scipy with its FFT threads chosen per problem against fft-scipy
-  always with its FFTs in parts on torch's threads. A part costs a Python call on a thread of
-  torch's pool, more than a small transform gains by it; ``prepare`` therefore also times the
-  chosen way on one FFT thread.
+- ``--compare threads``: fft-scipy as it is (its FFTs in parts on torch's threads, or on one
+  thread where ``prepare`` times that faster) against the same always in parts, and against
+  its earlier form, the FFTs on pocketfft's own threads (or on one). pocketfft's threads share
+  the cores with torch's OpenMP threads, which spin-wait after each of torch's operators; a
+  part costs a Python call on a thread of torch's pool, more than a small transform gains.
 - ``--compare sizes``: the backend with tiles of every even size of the factors 2, 3, 5 and 7
   (``FAST_SIZES``) against tiles of 2^a·3^b (b ≤ 2) only, the sizes it took before.
 
@@ -20,7 +21,9 @@ from __future__ import annotations
 import argparse
 import random
 from collections.abc import Callable
+from typing import Any
 
+import scipy.fft
 import torch
 
 from convbench import backends
@@ -57,8 +60,29 @@ class _TorchThreads(fft.FFTScipyBackend):
     own_threads = False
 
 
+class _OwnThreads(fft.FFTScipyBackend):
+    """fft-scipy as it was: each batch of FFTs one call on pocketfft's own ``workers``."""
+
+    def transforms(
+        self, spec: ConvSpec, size: tuple[int, int], weight: torch.Tensor, workers: int
+    ) -> fft.Transforms:
+        wf, *_ = super().transforms(spec, size, weight, workers)
+
+        def call(transform: Callable[..., Any], **options: Any) -> fft.Transform:
+            return lambda a: torch.from_numpy(transform(a.numpy(), workers=workers, **options))
+
+        return (
+            wf,
+            call(scipy.fft.rfft2),
+            call(scipy.fft.irfft2, s=size, overwrite_x=True),
+            call(scipy.fft.fft2),
+            call(scipy.fft.ifft2, overwrite_x=True),
+        )
+
+
 def _threads(spec: ConvSpec, w: torch.Tensor) -> dict[str, Prepared]:
     return {
+        "fft-scipy, pocketfft's threads": _OwnThreads().prepare(spec, w, None),
         "fft-scipy, torch's threads": _TorchThreads().prepare(spec, w, None),
         "fft-scipy, chosen": fft.FFTScipyBackend().prepare(spec, w, None),
     }

@@ -501,9 +501,12 @@ class FFTScipyBackend(_FFTBase):
     ``prepare`` chose them): 7.6 % [5.7, 9.9] faster on one 128² image of 8 → 16 channels with
     11×11, 12 % on 16 → 16, 31 % on 64 → 64, 26 % on sixteen images of 16 → 16, 20 % on (4,
     32, 64²) with 7×7, 19 % on one 256² image of 8 channels with 15×15; unchanged on 256 → 256
-    channels (the GEMMs weigh most). ``prepare`` still times the chosen way with all FFTs on
-    one thread, which wins where the transforms are too small to pay for a Python call per
-    part."""
+    channels (the GEMMs weigh most). In one process, both versions with torch in the same
+    rounds, each as its ``prepare`` chose (``python scripts/fft_ab.py --compare threads``):
+    over torch 1.00–1.14× before and 1.25–1.57× now on one and four 128² images of 8 and 16
+    channels with 11×11, 0.75× and 0.95× on (4, 32, 64²) with 7×7, 2.34× and 3.18× on one 128²
+    image of 64 channels. ``prepare`` still times the chosen way with all FFTs on one thread,
+    which wins where the transforms are too small to pay for a Python call per part."""
 
     name = "fft-scipy"
     description = "FFT convolution with scipy.fft on the CPU over tiles chosen per problem"
@@ -545,7 +548,7 @@ class FFTScipyBackend(_FFTBase):
 
 def _in_parts(
     fft: Callable[..., np.ndarray],
-    options: dict,
+    options: dict[str, object],
     a: np.ndarray,
     tail: tuple[int, int],
     dtype: np.dtype,
