@@ -56,8 +56,8 @@ def _parts(key: int, parts: int) -> None:
 
 @functools.cache
 def _compiled() -> Callable[[int, int], None]:
-    """``_parts``, compiled once, without the warning Numba gives
-    for an object-mode block in a ``nogil`` function: that block is the point."""
+    """``_parts``, compiled once, without the warning Numba gives for an object-mode block in
+    a ``nogil`` function: that block is the point."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", numba.NumbaWarning)
         _parts(-1, 0)
