@@ -527,21 +527,21 @@ class FFTScipyBackend(_FFTBase):
             wf = torch.from_numpy(scipy.fft.rfft2(w, s=(th, tw), workers=workers).conj())
         cplx, real = wf.numpy().dtype, wf.real.numpy().dtype
         half = (th, tw // 2 + 1)
+        # The spectra are rebuilt every call: pocketfft may work in them.
+        into_real = {"s": size, "overwrite_x": True}
+        in_place = {"overwrite_x": True}
 
         def forward(tiles: torch.Tensor) -> torch.Tensor:
             return _in_parts(scipy.fft.rfft2, {}, tiles.numpy(), half, cplx, workers)
 
         def inverse(spectra: torch.Tensor) -> torch.Tensor:
-            # The spectra are rebuilt every call: pocketfft may work in them.
-            options = {"s": size, "overwrite_x": True}
-            return _in_parts(scipy.fft.irfft2, options, spectra.numpy(), size, real, workers)
+            return _in_parts(scipy.fft.irfft2, into_real, spectra.numpy(), size, real, workers)
 
         def forward_pairs(tiles: torch.Tensor) -> torch.Tensor:
             return _in_parts(scipy.fft.fft2, {}, tiles.numpy(), size, cplx, workers)
 
         def inverse_pairs(spectra: torch.Tensor) -> torch.Tensor:
-            options = {"overwrite_x": True}
-            return _in_parts(scipy.fft.ifft2, options, spectra.numpy(), size, cplx, workers)
+            return _in_parts(scipy.fft.ifft2, in_place, spectra.numpy(), size, cplx, workers)
 
         return wf, forward, inverse, forward_pairs, inverse_pairs
 
@@ -558,15 +558,17 @@ def _in_parts(
     ``tail``, on one of pocketfft's threads: in one call where ``parts`` is 1, else cut into
     ``parts`` slices of the longest other axis, each on a thread of torch's OpenMP pool
     (:func:`~convbench.backends.numba_pool.on_pool`) and written into one new array there."""
-    # Checked in this order: a call on one thread (the instruction gate's) pays for no more.
-    axis = max(range(a.ndim - 2), key=a.shape.__getitem__) if parts > 1 and a.ndim > 2 else 0
-    if parts <= 1 or a.ndim <= 2 or a.shape[axis] <= 1:
+    if parts > 1 and a.ndim > 2:
+        axis = max(range(a.ndim - 2), key=a.shape.__getitem__)
+        n = a.shape[axis]
+        parts = min(parts, n)
+    else:  # a call on one thread (the instruction gate's) pays for nothing more
+        parts = 1
+    if parts == 1:
         return torch.from_numpy(fft(a, workers=1, **options))
-    parts = min(parts, a.shape[axis])
     # Imported here: Numba takes a second to import, which no other command should pay.
     from convbench.backends.numba_pool import on_pool
 
-    n = a.shape[axis]
     out = np.empty(a.shape[:-2] + tail, dtype)
 
     def part(p: int) -> None:

@@ -48,7 +48,7 @@ def _parts(key: int, parts: int) -> None:
     """Part p of job ``key`` on the pool's thread p, in the interpreter (the GIL released on
     entry, so that each part takes it only for its own Python steps). Not cached: loaded from
     Numba's cache, a parallel loop around an object-mode block fails for want of its
-    environment ("missing Environment"); it compiles in about a second, once a process."""
+    environment ("missing Environment"); it compiles in half a second, once a process."""
     for p in prange(parts):
         with objmode():
             _run_part(key, p)

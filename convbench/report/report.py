@@ -118,9 +118,10 @@ def _environment(runs: list[LoadedRun]) -> str:
         ("started", lambda e: e.get("time", "-")),
     ]
     head = "<tr><th></th>" + "".join(f"<th>{esc(run.run_id)}</th>" for run in runs) + "</tr>"
+    described = [_described(run) for run in runs]  # each run's records read once
     rows = "".join(
         f"<tr><th>{esc(name)}</th>"
-        + "".join(f"<td>{esc(get(_described(run)))}</td>" for run in runs)
+        + "".join(f"<td>{esc(get(env))}</td>" for env in described)
         + "</tr>"
         for name, get in fields
     )
