@@ -33,6 +33,16 @@ large kernel keeps one tile (the overlap S/T would waste most of the work); many
 tiles just large enough that the weight spectrum stays in cache; few channels, whose FFTs
 dominate, favour mid-sized tiles.
 
+Not among the candidates: FFTs along the rows only, the correlation down the columns then one
+complex GEMM per frequency, [K × C·R]·[C·R × N·OH] over the row spectra unfolded R times (R
+times the multiply-adds of one whole-image tile, but in large GEMMs, with 1-D FFTs and a
+weight spectrum R/T of its size). Built and timed by ``prepare`` beside the tilings, it lost on
+every problem tried, 2 threads: on one 128² image with 11×11, fft-torch 1.46 against 0.99 ms
+(8 → 16 channels), 2.41 against 1.71 (8 → 32), 3.17 against 1.40 (16 → 16), 0.98 against 0.70
+(8 → 8); on (4, 32, 64²) with 7×7 4.70 against 2.83, with 9×9 5.72 against 3.03; fft-scipy,
+whose FFTs it shortens, 1.89 against 1.85 (8 → 16), 1.46 against 1.39 (8 → 8), 4.35 against
+3.16 (8 → 32), 6.12 against 4.98 ms (7×7).
+
 The tiles go through in blocks of about BLOCK_BYTES of spectra (or twice the weight spectrum,
 which every block reads), so that the passes over a block's spectra stay in cache. Strides
 subsample the stride-1 result, so FFT pays full price for them.
