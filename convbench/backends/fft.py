@@ -36,8 +36,9 @@ dominate, favour mid-sized tiles.
 Not among the candidates: FFTs along the rows only, the correlation down the columns then one
 complex GEMM per frequency, [K × C·R]·[C·R × N·OH] over the row spectra unfolded R times (R
 times the multiply-adds of one whole-image tile, but in large GEMMs, with 1-D FFTs and a
-weight spectrum R/T of its size). Built and timed by ``prepare`` beside the tilings, it lost on
-every problem tried, 2 threads: on one 128² image with 11×11, fft-torch 1.46 against 0.99 ms
+weight spectrum R/T of its size). Built and timed by ``prepare`` beside the tilings (its
+``tuned_ms``, one ``prepare`` a problem), it lost on every problem tried, 2 threads, against the
+best of them: on one 128² image with 11×11, fft-torch 1.46 against 0.99 ms
 (8 → 16 channels), 2.41 against 1.71 (8 → 32), 3.17 against 1.40 (16 → 16), 0.98 against 0.70
 (8 → 8); on (4, 32, 64²) with 7×7 4.70 against 2.83, with 9×9 5.72 against 3.03; fft-scipy,
 whose FFTs it shortens, 1.89 against 1.85 (8 → 16), 1.46 against 1.39 (8 → 8), 4.35 against

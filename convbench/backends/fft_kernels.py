@@ -13,16 +13,14 @@ threads against the ``addcmul`` form with runs of 16 (LANES says what 64 gained)
 alternating rounds (median of the per-round ratios [95 % interval]): 0.26 against 0.40 ms, 1.53×
 [1.34, 1.59], for 8×8 channels on one 140×140 tile; 0.67 against 1.47 ms, 2.17× [1.96, 2.38],
 for 16×16; 2.0 against 6.7 ms, 3.25× [3.05, 3.48], for 32×32 at minibatch 4 on 72×72 tiles.
-With one tile of 16×16 channels the sums read a 20 MB weight spectrum once each, at 31 GB/s:
-most of what two threads stream from outside the core caches (a plain sum of 20 MB reads 40
-GB/s). On another day, one 140×140 tile of 8 → 16, 32 and 64 channels: 22, 30 and 28 GB/s,
-where a bare read of the same weights in the same jobs ran 28, 27 and 23 GB/s (2 threads,
-medians of 200 calls). But the weights' stream is not what bounds the sums: read in the same
-jobs by a vectorized sum, the 10.2 and 20.4 MB of one tile of 8 → 16 and 8 → 32 channels took
-184 and 381 µs (55 GB/s, as torch's own sum of them), the kernel 372–412 and 684–692 µs, the
-kernel without the stores of its whole spectra 266–280 and 492–497 µs, and with software
-prefetches of its weights 2 to 32 KB ahead (LLVM's ``prefetch``) no less (three runs of 300
-calls, 2 threads): the loop's own instructions take the rest, its stores over a quarter. With
+With one tile the sums read each number of the weight spectrum once a call: 20 MB for 16×16
+channels at 31 GB/s; on another day 22, 30 and 28 GB/s for 8 → 16, 32 and 64 channels on one
+140×140 tile. That is not the speed the weights stream at: read in the same jobs by a
+vectorized sum, the 10.2 and 20.4 MB of one tile of 8 → 16 and 8 → 32 channels took 184 and
+381 µs (55 GB/s, as torch's own sum of them), the kernel 372–412 and 684–692 µs, the kernel
+without the stores of its whole spectra 266–280 and 492–497 µs, and with software prefetches
+of its weights 2 to 32 KB ahead (LLVM's ``prefetch``) no less (three runs of 300 calls, 2
+threads): the loop's own instructions take the rest, its stores over a quarter. With
 several tiles, where a job reads its run of the weights (at most 260 KB here) from the core's
 cache again for each tile (8 → 16 and 8 → 64 channels in five 36×140, nine 72×72 or ten
 36×72 tiles), each complex multiply-add of a tile, frequency and
