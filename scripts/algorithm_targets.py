@@ -141,44 +141,51 @@ def _geomean(xs: list[float]) -> float:
 
 
 def gemm_efficiency(params: dict, cfg: TimingConfig) -> float:
-    """The rate of im2col's GEMM, [m × k]·[k × n] at the shape and by the library the
-    backend chose (``params["gemm"]``, ``params["gemm_library"]``), as a fraction of the
+    """The rate of im2col's GEMM, [m × k]·[k × n] at the shape, by the library and as many at
+    a time as the backend chose (``params["gemm"]``, ``params["gemm_library"]``, the batch of
+    ``params["gemm_calls"]``, the same for every product of a form), as a fraction of the
     peak GEMM's (PEAK_GEMM_N³ by ``torch.mm``), the two timed side by side in alternating rounds
     and compared round by round: a peak read once at the start of the run is read at
     another speed of the machine than the layer's GEMM (a run whose torch times rose 1.4×
     midway read 48–101 % where the run before read 65–99 %)."""
     m, k, n = params["gemm"]
+    batch = params["gemm_calls"][0][4]
     pa, pb = torch.randn(PEAK_GEMM_N, PEAK_GEMM_N), torch.randn(PEAK_GEMM_N, PEAK_GEMM_N)
     pout = torch.empty(PEAK_GEMM_N, PEAK_GEMM_N)
     clock = Clock("cpu")
     samplers = {
         "peak": clock.sampler(lambda: torch.mm(pa, pb, out=pout)),
-        "shape": clock.sampler(_product(params, m, k, n)),
+        "shape": clock.sampler(_product(params, m, k, n, batch)),
     }
     rounds = measure_rounds(samplers, cfg, baseline="peak")
     ratio = rounds.speedup("shape")
     assert ratio is not None
-    return ratio.value * (m * k * n) / PEAK_GEMM_N**3
+    return ratio.value * (batch * m * k * n) / PEAK_GEMM_N**3
 
 
-def _product(params: dict, m: int, k: int, n: int) -> Callable[[], object]:
-    """An [m × k]·[k × n] product on operands made once, by oneDNN's matmul where im2col chose
-    it (``params["gemm_library"]``), else by ``torch.mm`` (the BLAS behind its
-    ``torch.matmul`` too)."""
-    a, b, out = torch.randn(m, k), torch.randn(k, n), torch.empty(m, n)
+def _product(params: dict, m: int, k: int, n: int, batch: int) -> Callable[[], object]:
+    """``batch`` [m × k]·[k × n] products in one call on operands made once, by oneDNN's
+    matmul where im2col chose it (``params["gemm_library"]``; one at a time), else by
+    ``torch.mm`` or, batched, ``torch.bmm`` (the BLAS calls behind ``torch.matmul``)."""
     if params.get("gemm_library") == "oneDNN matmul":
-        linear = onednn_linear(b.t(), None, m)
+        a, b = torch.randn(m, k), torch.randn(n, k)
+        linear = onednn_linear(b, None, m)
         return lambda: linear(a)
-    return lambda: torch.mm(a, b, out=out)
+    a, b, out = torch.randn(batch, m, k), torch.randn(batch, k, n), torch.empty(batch, m, n)
+    if batch == 1:
+        return lambda: torch.mm(a[0], b[0], out=out[0])
+    return lambda: torch.bmm(a, b, out=out)
 
 
 def gemms_alone(params: dict) -> Callable[[], None]:
-    """A call of im2col's products alone: each of ``params["gemm_calls"]`` ([m, k, n, count])
-    as :func:`_product` makes it (a batched ``torch.matmul`` one product at a time). Timed
-    beside torch, torch's time over this is the speed-up im2col would have if its columns cost
-    nothing: its ceiling with that GEMM (optimistic: the operands stay in cache, and no
-    product accumulates)."""
-    calls = [(_product(params, m, k, n), count) for m, k, n, count in params["gemm_calls"]]
+    """A call of im2col's products alone: each of ``params["gemm_calls"]`` ([m, k, n, count,
+    batch]) as :func:`_product` makes it, ``batch`` at a time. Timed beside torch, torch's time
+    over this is the speed-up im2col would have if its columns cost nothing: its ceiling with
+    that GEMM (optimistic: the operands stay in cache, and no product accumulates)."""
+    calls = [
+        (_product(params, m, k, n, batch), count // batch)
+        for m, k, n, count, batch in params["gemm_calls"]
+    ]
 
     def run() -> None:
         for product, count in calls:

@@ -274,13 +274,14 @@ GEMM_OPERANDS = {
 """torch's GEMM operators, and where their two factors are among the inputs."""
 
 
-def _products(run: Run, x: torch.Tensor) -> Counter[tuple[int, int, int]]:
-    """The [m × k]·[k × n] products one call of ``run`` makes, read from torch's profiler: its
-    outermost GEMM operators, a batched one once per batch item (the products torch may run
-    inside it are not counted again); oneDNN's weight is [n × k]."""
+def _products(run: Run, x: torch.Tensor) -> Counter[tuple[int, int, int, int]]:
+    """The [m × k]·[k × n] products one call of ``run`` makes, with how many each of its calls
+    makes at once, read from torch's profiler: its outermost GEMM operators, a batched one
+    once per batch item (the products torch may run inside it are not counted again);
+    oneDNN's weight is [n × k]."""
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         run(x)
-    found: Counter[tuple[int, int, int]] = Counter()
+    found: Counter[tuple[int, int, int, int]] = Counter()
     for event in prof.events():
         if event.name not in GEMM_OPERANDS:
             continue
@@ -292,7 +293,8 @@ def _products(run: Run, x: torch.Tensor) -> Counter[tuple[int, int, int]]:
         i, j = GEMM_OPERANDS[event.name]
         a, b = event.input_shapes[i], event.input_shapes[j]
         n = b[-2] if event.name.startswith("mkldnn") else b[-1]
-        found[(a[-2], a[-1], n)] += a[0] if len(a) == 3 else 1
+        batch = a[0] if len(a) == 3 else 1
+        found[(a[-2], a[-1], n, batch)] += batch
     return found
 
 
@@ -300,7 +302,8 @@ def _products(run: Run, x: torch.Tensor) -> Counter[tuple[int, int, int]]:
 @pytest.mark.parametrize("bias", [True, False])
 def test_im2col_params_name_the_products_it_makes(desc: str, bias: bool) -> None:
     """``gemm_calls`` (what ``scripts/algorithm_targets.py`` times as the layer's GEMMs alone)
-    lists exactly the products each form makes, as torch's profiler sees them: the unfolded
+    lists exactly the products each form makes, and how many at a time, as torch's profiler
+    sees them: the unfolded
     columns in blocks of 7 pixels and of all, by each GEMM library; the views in runs of as
     many; every 1×1 form."""
     spec = dataclasses.replace(parse(desc), bias=bias)
@@ -320,7 +323,7 @@ def test_im2col_params_name_the_products_it_makes(desc: str, bias: bool) -> None
             run = Im2colBackend._views(spec, data.weight, data.bias, pixels)
             forms.append((run, Im2colBackend.views_calls(spec, bias, pixels)))
     for run, calls in forms:
-        assert _products(run, data.x) == Counter({(m, k, n): c for m, k, n, c in calls})
+        assert _products(run, data.x) == Counter({(m, k, n, b): c for m, k, n, c, b in calls})
 
 
 def _assert_pointwise_forms_correct(spec: ConvSpec) -> None:
