@@ -303,9 +303,8 @@ def _products(run: Run, x: torch.Tensor) -> Counter[tuple[int, int, int, int]]:
 def test_im2col_params_name_the_products_it_makes(desc: str, bias: bool) -> None:
     """``gemm_calls`` (what ``scripts/algorithm_targets.py`` times as the layer's GEMMs alone)
     lists exactly the products each form makes, and how many at a time, as torch's profiler
-    sees them: the unfolded
-    columns in blocks of 7 pixels and of all, by each GEMM library; the views in runs of as
-    many; every 1×1 form."""
+    sees them: the unfolded columns in blocks of 7 pixels and of all, by each GEMM library;
+    the views in runs of as many; every 1×1 form."""
     spec = dataclasses.replace(parse(desc), bias=bias)
     data = make_inputs(spec).to("cpu", torch.float32)
     forms: list[tuple[Run, list[list[int]]]] = []

@@ -36,9 +36,9 @@ each block's median, took 41–52 µs for 2 → 4 channels (0.6 MB of weights), 
 8 → 16 (10.2 MB), flipping between the two ends from one block to the next, and 462–1178 µs
 for 8 → 32 (20.4 MB), while a 512³ GEMM timed between the blocks stayed within 1312–1666 µs
 (three runs), out of step with them. The same built call of a few-channel layer thus runs up
-to 1.8× apart from one second to the next, and ``prepare`` may take the whole-image tile in
-one process and five 36×140 tiles (whose weights are a quarter as large, read again for each
-tile) in the next.
+to 1.8× apart from one fraction of a second to the next, and ``prepare`` may take the
+whole-image tile in one process and five 36×140 tiles (whose weights are a quarter as large,
+read again for each tile) in the next.
 
 The pairs' whole spectra are written row by row of a run, the mirrored half backwards: written
 frequency by frequency, with the row arithmetic and the test for the mirror in every store, the
