@@ -27,10 +27,13 @@ __all__ = [
     "STATISTIC",
     "YARDSTICK",
     "GateError",
+    "adding",
     "load_run",
     "make_baseline",
     "newest_run",
+    "pick_baseline",
     "ratios",
+    "read_baselines",
     "threads_of",
 ]
 
@@ -109,3 +112,45 @@ def make_baseline(runs: list[dict[str, Any]], statistic: str = STATISTIC) -> dic
         "runs": len(runs),
         "ratios": {k: statistics.median([r[k] for r in per_run if k in r]) for k in keys},
     }
+
+
+def read_baselines(path: Path) -> list[dict[str, Any]]:
+    """The baselines in ``path``, one per machine and thread count: a file of several
+    (``{"baselines": [...]}``) or of one, as :func:`make_baseline` makes it."""
+    try:
+        data = json.loads(Path(path).read_text())
+        entries = data["baselines"] if "baselines" in data else [data]
+        if not entries or not all(isinstance(e["ratios"], dict) for e in entries):
+            raise ValueError("no ratios")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise GateError(f"cannot read the baseline {path}: {exc}") from None
+    return entries
+
+
+def pick_baseline(
+    baselines: list[dict[str, Any]], machine: str, threads: int
+) -> tuple[dict[str, Any], bool]:
+    """The baseline to judge a run on ``machine`` at ``threads`` against, and whether it was
+    measured on that machine. A backend's speed relative to torch's own convolution is the
+    CPU's as much as the code's (on an AMD EPYC VM, the code unchanged, the FFT backends' ratios
+    on six cases ran 0.27–0.55 of an Intel Xeon's, a depthwise layer's direct and fft-scipy
+    1.96 and 2.29 times it), so each CPU is judged against its own;
+    a CPU without one is judged against the first, and the caller says so."""
+    mine = [b for b in baselines if b.get("machine") == machine]
+    for base in mine:
+        if base.get("threads") == threads:
+            return base, True
+    if mine:
+        return mine[0], True
+    return baselines[0], False
+
+
+def adding(baselines: list[dict[str, Any]], new: dict[str, Any]) -> dict[str, Any]:
+    """The baseline file's contents with ``new`` in place of the baseline of its machine and
+    thread count, the others kept."""
+    kept = [
+        b
+        for b in baselines
+        if (b.get("machine"), b.get("threads")) != (new["machine"], new["threads"])
+    ]
+    return {"baselines": [*kept, new]}

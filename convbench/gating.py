@@ -46,32 +46,36 @@ def timing_gate(
     write_baseline: bool = False,
 ) -> int:
     """Judge the runs ``paths`` (the newest under BENCHMARK_STORAGE if none), combined by their
-    median ratios, against ``baseline``; or write it from them. A baseline that cannot be read
-    or was measured with another thread count is bad input (ValueError)."""
+    median ratios, against the baseline that ``baseline`` holds for their CPU; or write theirs
+    into it, beside the other CPUs'. A baseline that cannot be read or was measured with another
+    thread count is bad input (ValueError)."""
     paths = paths or [gate.newest_run(BENCHMARK_STORAGE)]
     runs = [gate.load_run(p) for p in paths]
     combined = gate.make_baseline(runs)
     if write_baseline:
-        _json(baseline, combined)
-        print(f"baseline of {len(combined['ratios'])} ratios from {len(runs)} run(s): {baseline}")
+        others = gate.read_baselines(baseline) if baseline.exists() else []
+        _json(baseline, gate.adding(others, combined))
+        print(
+            f"baseline of {len(combined['ratios'])} ratios from {len(runs)} run(s) on "
+            f"{combined['machine']!r}: {baseline}"
+        )
         return EXIT_OK
-    try:
-        base = json.loads(baseline.read_text())
-        base_ratios = base["ratios"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise ValueError(f"cannot read the baseline {baseline}: {exc}") from None
+    base, same_cpu = gate.pick_baseline(
+        gate.read_baselines(baseline), combined["machine"], combined["threads"]
+    )
     if base.get("threads") != combined["threads"]:
         raise ValueError(
             f"the baseline was measured with {base.get('threads')} thread(s), the run with "
             f"{combined['threads']}: run the benchmarks with --perf-threads={base.get('threads')}"
         )
     console.print(f"gate: {', '.join(map(str, paths))} against {baseline}")
-    if base.get("machine") != combined["machine"]:
+    if not same_cpu:
         console.print(
-            f"[yellow]note: the baseline was measured on {base.get('machine')!r}, this run on "
-            f"{combined['machine']!r}; ratios may differ between machines[/]"
+            f"[yellow]note: {baseline} has no baseline measured on {combined['machine']!r}; "
+            f"judged against {base.get('machine')!r}'s, whose ratios may differ (write this "
+            f"CPU's with --write-baseline)[/]"
         )
-    j = verdicts.judge_ratios(combined["ratios"], base_ratios, threshold, backend_threshold)
+    j = verdicts.judge_ratios(combined["ratios"], base["ratios"], threshold, backend_threshold)
     table = Table("backend", "cases", "mean change", "worst case", "worst change")
     for backend, mean in j.backend_change.items():
         mine = [v for v in j.verdicts if v.backend == backend and v.change is not None]

@@ -12,7 +12,16 @@ from typing import Any
 import pytest
 from conftest import run_cli
 
-from convbench.gate import SEP, YARDSTICK, GateError, load_run, make_baseline, ratios
+from convbench.gate import (
+    SEP,
+    YARDSTICK,
+    GateError,
+    load_run,
+    machine_of,
+    make_baseline,
+    ratios,
+    read_baselines,
+)
 from convbench.verdicts import judge_ratios as judge
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +80,8 @@ def test_unchanged_and_machine_wide_slowdowns_pass(run_json: Path, tmp_path: Pat
         "gate", str(run_json), "--write-baseline", "--baseline", str(baseline), cwd=ROOT
     )
     assert wrote.returncode == 0, wrote.stderr
-    assert json.loads(baseline.read_text())["ratios"] == ratios(load_run(run_json))
+    (written,) = json.loads(baseline.read_text())["baselines"]
+    assert written["ratios"] == ratios(load_run(run_json))
 
     same = run_cli("gate", str(run_json), "--baseline", str(baseline), cwd=ROOT)
     assert same.returncode == 0 and "gate: PASSED" in same.stdout, same.stdout
@@ -91,6 +101,37 @@ def test_one_backend_twice_as_slow_fails(run_json: Path, tmp_path: Path) -> None
     assert "Traceback" not in done.stdout + done.stderr
     slower = [line for line in done.stdout.splitlines() if line.strip().startswith("slower")]
     assert slower and all(f"{SEP}{SLOWED} 2.00x" in line for line in slower)
+
+
+def test_each_cpu_is_judged_against_its_own_baseline(run_json: Path, tmp_path: Path) -> None:
+    """A run on another CPU, where one backend runs twice as slow against torch's convolution
+    as on the first, fails against the first CPU's baseline and says whose it is; with its own
+    written beside the first, each CPU's run passes against its own, and writing one CPU's
+    again keeps the other's. A file of one baseline, as the gate wrote before, still reads."""
+    run = load_run(run_json)
+    baseline = tmp_path / "baseline.json"
+    run_cli("gate", str(run_json), "--write-baseline", "--baseline", str(baseline), cwd=ROOT)
+    elsewhere = _scaled(run, 2.0, {SLOWED})
+    elsewhere["machine_info"]["cpu"]["brand_raw"] = "Another CPU"
+    other = _write(tmp_path / "other.json", elsewhere)
+    done = run_cli("gate", str(other), "--baseline", str(baseline), cwd=ROOT)
+    assert done.returncode == 1 and "gate: FAILED" in done.stdout, done.stdout
+    assert "no baseline measured on 'Another CPU'" in " ".join(done.stdout.split())
+    for _ in range(2):
+        wrote = run_cli(
+            "gate", str(other), "--write-baseline", "--baseline", str(baseline), cwd=ROOT
+        )
+        assert wrote.returncode == 0, wrote.stderr
+        entries = read_baselines(baseline)
+        assert [e["machine"] for e in entries] == [machine_of(run), "Another CPU"]
+    for path in (run_json, other):
+        done = run_cli("gate", str(path), "--baseline", str(baseline), cwd=ROOT)
+        assert done.returncode == 0 and "gate: PASSED" in done.stdout, done.stdout
+        assert "note:" not in done.stdout
+    single = _write(tmp_path / "single.json", make_baseline([run]))
+    assert read_baselines(single) == [make_baseline([run])]
+    done = run_cli("gate", str(run_json), "--baseline", str(single), cwd=ROOT)
+    assert done.returncode == 0 and "gate: PASSED" in done.stdout, done.stdout
 
 
 def test_a_missing_benchmark_fails_and_a_new_one_does_not(run_json: Path, tmp_path: Path) -> None:
