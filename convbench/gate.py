@@ -133,9 +133,9 @@ def pick_baseline(
     """The baseline to judge a run on ``machine`` at ``threads`` against, and whether it was
     measured on that machine. A backend's speed relative to torch's own convolution is the
     CPU's as much as the code's (on an AMD EPYC VM, the code unchanged, the FFT backends' ratios
-    on six cases ran 0.27–0.55 of an Intel Xeon's, a depthwise layer's direct and fft-scipy
-    1.96 and 2.29 times it), so each CPU is judged against its own;
-    a CPU without one is judged against the first, and the caller says so."""
+    on seven cases ran 0.27–0.55 of an Intel Xeon's, a depthwise layer's direct and fft-scipy
+    1.96 and 2.29 times it), so each CPU is judged against its own; a CPU without one is judged
+    against the first, and the caller says so."""
     mine = [b for b in baselines if b.get("machine") == machine]
     for base in mine:
         if base.get("threads") == threads:

@@ -72,8 +72,8 @@ def timing_gate(
     if not same_cpu:
         console.print(
             f"[yellow]note: {baseline} has no baseline measured on {combined['machine']!r}; "
-            f"judged against {base.get('machine')!r}'s, whose ratios may differ (write this "
-            f"CPU's with --write-baseline)[/]"
+            f"judged against the baseline of {base.get('machine')!r}, whose ratios may differ "
+            f"(write this CPU's with --write-baseline)[/]"
         )
     j = verdicts.judge_ratios(combined["ratios"], base["ratios"], threshold, backend_threshold)
     table = Table("backend", "cases", "mean change", "worst case", "worst change")
