@@ -320,13 +320,14 @@ class Im2colBackend(_DirectFamily):
 
     @staticmethod
     def pointwise_calls(spec: ConvSpec, all_images: bool, onednn: bool) -> list[list[int]]:
-        """:func:`_gemm_calls` of :meth:`_pointwise`'s products."""
+        """:func:`_gemm_calls` of :meth:`_pointwise`'s products: one call, of one product or
+        batched over groups (all images) or over images and groups (per image)."""
         kg, cg, p = spec.oc // spec.g, spec.ic // spec.g, spec.oh * spec.ow
         if onednn:
-            return _gemm_calls([(spec.mb * p, cg, kg, 1)])
+            return [[spec.mb * p, cg, kg, 1, 1]]
         if all_images:
-            return _gemm_calls([(kg, cg, spec.mb * p, spec.g)] * spec.g)
-        return _gemm_calls([(kg, cg, p, spec.mb * spec.g)] * (spec.mb * spec.g))
+            return [[kg, cg, spec.mb * p, spec.g, spec.g]]
+        return [[kg, cg, p, spec.mb * spec.g, spec.mb * spec.g]]
 
     @staticmethod
     def _nhwc(

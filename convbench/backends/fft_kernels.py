@@ -29,16 +29,17 @@ peak read that day): the accumulators go through memory at every channel. A loop
 them in registers would make small tiles pay for few channels; written in Numba (blocks of 8
 or 16 lanes over the channel loop) it ran 4× slower.
 
-Where the weight spectrum outgrows the cores' L2, the loop runs at the speed of the L3 and
-the memory, which a process on a shared host does not have to itself: in one process on a
-2-core AMD EPYC VM (L2 1 MB a core, 32 MB of L3), 40 blocks of 100 calls on one 140×140 tile,
-each block's median, took 41–52 µs for 2 → 4 channels (0.6 MB of weights), 194–342 µs for
-8 → 16 (10.2 MB), flipping between the two ends from one block to the next, and 462–1178 µs
-for 8 → 32 (20.4 MB), while a 512³ GEMM timed between the blocks stayed within 1312–1666 µs
-(three runs), out of step with them. The same built call of a few-channel layer thus runs up
-to 1.8× apart from one fraction of a second to the next, and ``prepare`` may take the
-whole-image tile in one process and five 36×140 tiles (whose weights are a quarter as large,
-read again for each tile) in the next.
+Where the weights' stream was timed above, the loop, not the stream, was the bound. On a
+2-core AMD EPYC VM (L2 1 MB a core, 32 MB of L3), where the weight spectrum outgrows L2, the
+loop's speed also moves with the L3 and the memory, which a process on a shared host does not
+have to itself: in one process, 40 blocks of 100 calls on one 140×140 tile, each block's
+median, took 41–52 µs for 2 → 4 channels (0.6 MB of weights), 194–342 µs for 8 → 16 (10.2
+MB), flipping between the two ends from one block to the next, and 462–1178 µs for 8 → 32
+(20.4 MB), while a 512³ GEMM timed between the blocks stayed within 1312–1666 µs (three runs),
+out of step with them. The kernel of a few-channel layer thus runs up to 1.8× apart from one
+fraction of a second to the next, and ``prepare`` may take the whole-image tile in one process
+and five 36×140 tiles (whose weights are a quarter as large, read again for each tile) in the
+next.
 
 The pairs' whole spectra are written row by row of a run, the mirrored half backwards: written
 frequency by frequency, with the row arithmetic and the test for the mirror in every store, the
