@@ -116,14 +116,14 @@ def test_each_cpu_is_judged_against_its_own_baseline(run_json: Path, tmp_path: P
     other = _write(tmp_path / "other.json", elsewhere)
     done = run_cli("gate", str(other), "--baseline", str(baseline), cwd=ROOT)
     assert done.returncode == 1 and "gate: FAILED" in done.stdout, done.stdout
-    assert "no baseline measured on 'Another CPU'" in " ".join(done.stdout.split())
+    assert f"no baseline measured on {machine_of(elsewhere)!r}" in " ".join(done.stdout.split())
     for _ in range(2):
         wrote = run_cli(
             "gate", str(other), "--write-baseline", "--baseline", str(baseline), cwd=ROOT
         )
         assert wrote.returncode == 0, wrote.stderr
         entries = read_baselines(baseline)
-        assert [e["machine"] for e in entries] == [machine_of(run), "Another CPU"]
+        assert [e["machine"] for e in entries] == [machine_of(run), machine_of(elsewhere)]
     for path in (run_json, other):
         done = run_cli("gate", str(path), "--baseline", str(baseline), cwd=ROOT)
         assert done.returncode == 0 and "gate: PASSED" in done.stdout, done.stdout
@@ -132,6 +132,34 @@ def test_each_cpu_is_judged_against_its_own_baseline(run_json: Path, tmp_path: P
     assert read_baselines(single) == [make_baseline([run])]
     done = run_cli("gate", str(run_json), "--baseline", str(single), cwd=ROOT)
     assert done.returncode == 0 and "gate: PASSED" in done.stdout, done.stdout
+
+
+def test_a_cpu_without_a_baseline_is_judged_against_its_brands(
+    run_json: Path, tmp_path: Path
+) -> None:
+    """A CPU is named by its brand, family and model; one without a baseline of its own (another
+    model of the same brand) is judged against its brand's, not the file's first, and told so:
+    with fft-torch twice as slow it fails against its brand's, where it would pass against the
+    first, another brand's measured with fft-torch as slow."""
+    run = load_run(run_json)
+    cpu = run["machine_info"]["cpu"]
+    assert machine_of(run) == f"{cpu['brand_raw']} (family {cpu['family']}, model {cpu['model']})"
+    stranger = _scaled(run, 2.0, {SLOWED})
+    stranger["machine_info"]["cpu"]["brand_raw"] = "Another CPU"
+    baseline = _write(
+        tmp_path / "baseline.json",
+        {"baselines": [make_baseline([stranger]), make_baseline([run])]},
+    )
+    sibling = _scaled(run, 2.0, {SLOWED})
+    sibling["machine_info"]["cpu"]["model"] = cpu["model"] + 1
+    done = run_cli(
+        "gate", str(_write(tmp_path / "sibling.json", sibling)), "--baseline", str(baseline),
+        cwd=ROOT,
+    )  # fmt: skip
+    said = " ".join(done.stdout.split())
+    assert done.returncode == 1 and "gate: FAILED" in said, done.stdout
+    assert f"no baseline measured on {machine_of(sibling)!r}" in said
+    assert f"judged against the baseline of {machine_of(run)!r}" in said
 
 
 def test_a_missing_benchmark_fails_and_a_new_one_does_not(run_json: Path, tmp_path: Path) -> None:
