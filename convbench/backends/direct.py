@@ -205,13 +205,13 @@ class Im2colBackend(_DirectFamily):
     columns: they are the padded input itself (subsampled by the stride), multiplied as it lies.
 
     Half the L2 (a Zen 3, 512 KB a core) did not make smaller pieces win either: on the stem
-    at minibatch 8, unfolded blocks of 512 to 8192 pixels ran 0.45–0.57× torch by either
+    at minibatch 8, unfolded blocks of 512 to 8192 pixels ran 0.33–0.57× torch by either
     library and the views 0.12–0.20×; on 64 channels of 56² at minibatch 1, blocks of 1024 to
     3136 pixels and views of 1024 to 4096 all ran 0.65–0.78×, within the rounds' spread (each
-    set in one run). There the copy bounds the stem: on one image its unfolding took 0.52 ms
-    (7.4 MB at 14 GB/s; a Numba loop wrote them at 8.9 GB/s), the padding 0.14 ms, its oneDNN
-    GEMM 1.63 ms, and torch's whole convolution 1.65–1.69 ms: 0.75× would leave the unfolding
-    0.43–0.48 ms; the whole call took 2.47 ms (0.68×).
+    set in one run). There the copy bounds the stem: on one image its padding took 0.14 ms, its
+    unfolding 0.52 ms (7.4 MB at 14 GB/s; a Numba loop wrote them at 8.9 GB/s) and its oneDNN
+    GEMM 1.63 ms, 2.29 together and 2.47 as one call, where torch's whole convolution took
+    1.65–1.76 ms: the GEMM alone is about as fast as it.
     """
 
     name = "im2col"
