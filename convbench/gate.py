@@ -149,15 +149,15 @@ def pick_baseline(
     CPU's as much as the code's (on an AMD EPYC VM, the code unchanged, the FFT backends' ratios
     on seven cases ran 0.27–0.55 of an Intel Xeon's, a depthwise layer's direct and fft-scipy
     1.96 and 2.29 times it), so each CPU is judged against its own; a CPU without one is judged
-    against the first of its brand, or else the file's first, and the caller says so."""
-    mine = [b for b in baselines if b.get("machine") == machine]
-    for base in mine:
-        if base.get("threads") == threads:
-            return base, True
-    if mine:
-        return mine[0], True
-    kin = [b for b in baselines if _brand(str(b.get("machine"))) == _brand(machine)]
-    return (kin or baselines)[0], False
+    against its brand's, else any, and the caller says so. Within each, one at the run's thread
+    count comes first (another is refused by the caller), then the file's order."""
+
+    def likeness(base: dict[str, Any]) -> tuple[bool, bool, bool]:
+        named = str(base.get("machine"))
+        return named == machine, _brand(named) == _brand(machine), base.get("threads") == threads
+
+    best = max(baselines, key=likeness)  # the first of the likest
+    return best, best.get("machine") == machine
 
 
 def adding(baselines: list[dict[str, Any]], new: dict[str, Any]) -> dict[str, Any]:
