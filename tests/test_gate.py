@@ -103,6 +103,33 @@ def test_one_backend_twice_as_slow_fails(run_json: Path, tmp_path: Path) -> None
     assert slower and all(f"{SEP}{SLOWED} 2.00x" in line for line in slower)
 
 
+def test_a_stall_in_one_of_two_runs_passes_and_a_slowdown_in_both_fails(
+    run_json: Path, tmp_path: Path
+) -> None:
+    """What CI does when the gate fails a run: it times the suite again and judges the two runs
+    together, each ratio their median. One benchmark stalled to twice its time in the first run
+    fails that run alone and passes beside an ordinary second; twice as slow in both, it fails."""
+    run = load_run(run_json)
+    baseline = tmp_path / "baseline.json"
+    run_cli("gate", str(run_json), "--write-baseline", "--baseline", str(baseline), cwd=ROOT)
+    stalled = copy.deepcopy(run)
+    (bench,) = (
+        b
+        for b in stalled["benchmarks"]
+        if (b["extra_info"]["case"], b["extra_info"]["backend"]) == ("smoke:3x3", SLOWED)
+    )
+    bench["stats"]["min"] *= 2.0
+    stall = _write(tmp_path / "stall.json", stalled)
+    again = _write(tmp_path / "again.json", run)
+    verdicts = {}
+    for name, runs in {"alone": [stall], "with": [stall, again], "both": [stall, stall]}.items():
+        done = run_cli("gate", *map(str, runs), "--baseline", str(baseline), cwd=ROOT)
+        verdicts[name] = done.returncode
+        if done.returncode:
+            assert f"slower   smoke:3x3{SEP}cpu{SEP}float32{SEP}{SLOWED} 2.00x" in done.stdout
+    assert verdicts == {"alone": 1, "with": 0, "both": 1}
+
+
 def test_each_cpu_is_judged_against_its_own_baseline(run_json: Path, tmp_path: Path) -> None:
     """A run on another CPU, where one backend runs twice as slow against torch's convolution
     as on the first, fails against the first CPU's baseline and says whose it is; with its own
