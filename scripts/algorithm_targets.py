@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from convbench import backends
-from convbench.backends.direct import onednn_linear
+from convbench.backends.base import onednn_linear
 from convbench.env import PEAK_GEMM_N, cpu_count, gemm_gflops
 from convbench.inputs import make_inputs
 from convbench.measure.cache import regime_sampler, regime_timing

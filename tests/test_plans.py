@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from torch.profiler import ProfilerActivity, profile
 
 from convbench import backends
-from convbench.backends.base import NEAR, fastest, tile_blocks, unit_roundoff
-from convbench.backends.direct import Im2colBackend, has_onednn_matmul
+from convbench.backends.base import NEAR, fastest, has_onednn_matmul, tile_blocks, unit_roundoff
+from convbench.backends.direct import Im2colBackend
 from convbench.backends.fft import (
     DISTINCT_AREA,
     FAST_SIZES,
@@ -148,20 +148,28 @@ WINOGRAD_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("desc", "m"), WINOGRAD_CASES)
+@pytest.mark.parametrize(
+    ("desc", "m", "gemm_by"),
+    [
+        (d, m, by)
+        for d, m in WINOGRAD_CASES
+        for by in ("bmm", "onednn")[: 1 + (parse(d).g == 1 and has_onednn_matmul(torch.ones(1)))]
+    ],
+)
 @pytest.mark.parametrize("target", [1, 3, 10**6])
 @pytest.mark.parametrize("transforms", ["fused", "torch"])
 def test_every_winograd_blocking_is_correct(
-    desc: str, m: int, target: int, transforms: str
+    desc: str, m: int, gemm_by: str, target: int, transforms: str
 ) -> None:
     """Both ways of transforming (the fused CPU kernels, and torch's operators, which CUDA
-    takes) at every blocking, from a tile a block to one block of every tile."""
+    takes) at every blocking, from a tile a block to one block of every tile, with the
+    products by torch's bmm and, where it takes them, by oneDNN's matmul."""
     spec = parse(desc)
     backend = WinogradBackend(m)
 
     def blocked(s: ConvSpec, w: torch.Tensor, b: torch.Tensor | None) -> Run:
         blocks = tile_blocks(s.mb, -(-s.oh // m), -(-s.ow // m), target)
-        return backend._blocked(s, blocks, *backend.transforms(s, w), b, transforms)
+        return backend._blocked(s, blocks, *backend.transforms(s, w), b, transforms, gemm_by)
 
     _assert_correct(spec, backend.name, blocked)
 
@@ -589,10 +597,16 @@ def test_choices_are_recorded() -> None:
             params = backends.get(name).prepare(spec, data.weight, data.bias).params
         times = params["tuned_ms"]
         assert times and all(v > 0 for v in times.values())
-        if name.startswith("winograd"):  # both ways of transforming were timed, on the CPU
-            assert {label.split(", ")[1] for label in times} == {"fused", "torch"}
+        if name.startswith("winograd"):
+            # Both ways of transforming were timed on the CPU, each with both GEMM libraries
+            # where oneDNN takes the products.
+            parts = [label.split(", ") for label in times]
+            assert {part[1] for part in parts} == {"fused", "torch"}
+            libraries = {"bmm", "onednn"} if has_onednn_matmul(data.weight) else {"bmm"}
+            assert {part[2] for part in parts} == libraries
             near = [k for k, v in times.items() if v <= NEAR * min(times.values())]
-            assert any(k.endswith(params["transforms"]) for k in near)
+            engine = "onednn" if params["gemm_library"] == "oneDNN matmul" else "bmm"
+            assert any(k.split(", ")[1:] == [params["transforms"], engine] for k in near)
     fft = backends.get("fft-torch").prepare(spec, data.weight, data.bias).params
     label = "x".join(map(str, fft["fft_size"]))
     if fft["channel_sums"] == "multiply-accumulate":

@@ -33,6 +33,8 @@ __all__ = [
     "device_reason",
     "dtype_reason",
     "fastest",
+    "has_onednn_matmul",
+    "onednn_linear",
     "pad_input",
     "pad_into",
     "stage",
@@ -214,6 +216,32 @@ def fastest(
             del fn, pair
     assert kept is not None
     return chosen, kept, {k: round(v * 1e3, 3) for k, v in times.items()}
+
+
+def has_onednn_matmul(weight: torch.Tensor) -> bool:
+    """Whether ``weight``'s products can go to oneDNN's matmul: a float32 CPU tensor, in a
+    torch built with oneDNN (its x86 and Arm builds) that exposes the operator."""
+    return (
+        weight.device.type == "cpu"
+        and weight.dtype == torch.float32
+        and torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    )
+
+
+def onednn_linear(
+    weight: torch.Tensor, bias: torch.Tensor | None, rows: int
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """a ↦ a · weightᵀ + bias (``weight`` [N × K], ``a`` [M × K]) by oneDNN's matmul, the
+    weight packed once into its blocked layout for products of about ``rows`` rows and the
+    bias added as it writes the result (the operator torch's compiler calls for a linear
+    layer on the CPU). It returns a new [M × N] tensor: it has no ``out=``."""
+    packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), rows)
+
+    def linear(a: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(a, packed, bias, "none", [], "")
+
+    return linear
 
 
 def tuning_input(spec: ConvSpec, weight: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,8 @@ from convbench.backends.base import (
     device_reason,
     dtype_reason,
     fastest,
+    has_onednn_matmul,
+    onednn_linear,
     pad_input,
     pad_into,
     stage,
@@ -30,7 +32,7 @@ from convbench.backends.base import (
 )
 from convbench.spec import ConvSpec
 
-__all__ = ["DirectBackend", "Im2colBackend", "has_onednn_matmul", "onednn_linear"]
+__all__ = ["DirectBackend", "Im2colBackend"]
 
 
 ONEDNN_POINTWISE = "all images, channels-last, oneDNN"
@@ -67,32 +69,6 @@ def _phase_grid(spec: ConvSpec) -> tuple[int, int, int]:
 
 def _add_bias(y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     return y if bias is None else y.add_(bias.view(1, -1, 1, 1))
-
-
-def has_onednn_matmul(weight: torch.Tensor) -> bool:
-    """Whether ``weight``'s products can go to oneDNN's matmul: a float32 CPU tensor, in a
-    torch built with oneDNN (its x86 and Arm builds) that exposes the operator."""
-    return (
-        weight.device.type == "cpu"
-        and weight.dtype == torch.float32
-        and torch.backends.mkldnn.is_available()
-        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-    )
-
-
-def onednn_linear(
-    weight: torch.Tensor, bias: torch.Tensor | None, rows: int
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """a ↦ a · weightᵀ + bias (``weight`` [N × K], ``a`` [M × K]) by oneDNN's matmul, the
-    weight packed once into its blocked layout for products of about ``rows`` rows and the
-    bias added as it writes the result (the operator torch's compiler calls for a linear
-    layer on the CPU). It returns a new [M × N] tensor: it has no ``out=``."""
-    packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), rows)
-
-    def linear(a: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mkldnn._linear_pointwise(a, packed, bias, "none", [], "")
-
-    return linear
 
 
 class _DirectFamily:
