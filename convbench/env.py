@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,19 @@ import scipy
 import torch
 
 from convbench import __version__
+from convbench.backends.base import has_onednn_matmul, onednn_linear
 from convbench.measure.allocator import keep_freed_memory
 
-__all__ = ["PEAK_GEMM_N", "cpu_count", "cpu_model", "fingerprint", "gemm_gflops", "gpu_info"]
+__all__ = [
+    "PEAK_GEMM_N",
+    "cpu_count",
+    "cpu_model",
+    "fingerprint",
+    "gemm_gflops",
+    "gemm_products",
+    "gemm_rates",
+    "gpu_info",
+]
 
 
 def cpu_count() -> int:
@@ -44,29 +55,55 @@ PEAK_GEMM_N = 1024
 """The size of the square GEMM whose rate is the recorded peak."""
 
 
-def gemm_gflops(
+def gemm_products(device: str = "cpu", n: int = PEAK_GEMM_N) -> dict[str, Callable[[], object]]:
+    """An n×n float32 product on operands made once, by each GEMM library torch reaches on
+    ``device``: ``torch.mm`` (the BLAS torch was built with, or cuBLAS) and, on a CPU where
+    oneDNN takes it, oneDNN's matmul, which im2col and Winograd may choose.
+
+    Why both: a roofline is the fastest GEMM the machine runs, and which library that is
+    depends on the CPU. MKL runs its AVX2 kernels on AMD CPUs: on a Zen 5 (2 threads) the
+    1024³ product ran 172 GFLOP/s by ``torch.mm`` and about twice that by oneDNN, so im2col's
+    oneDNN products read 180–230 % of a peak taken from ``torch.mm`` alone."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    c = torch.empty(n, n, device=device)
+    products: dict[str, Callable[[], object]] = {"torch.mm": lambda: torch.mm(a, b, out=c)}
+    if has_onednn_matmul(a):
+        linear = onednn_linear(b.t(), None, n)
+        products["oneDNN matmul"] = lambda: linear(a)
+    return products
+
+
+def gemm_rates(
     device: str = "cpu", n: int = PEAK_GEMM_N, repeats: int = 10, warmup_s: float = 0.25
-) -> float:
-    """Best-of-``repeats`` float32 GEMM rate (GFLOP/s) of torch on ``device``: the roofline
-    every convolution algorithm here is measured against.
+) -> dict[str, float]:
+    """Best-of-``repeats`` rate (GFLOP/s) of each of :func:`gemm_products`.
 
     The repeats follow ``warmup_s`` of the same GEMM: a core that has idled runs its first
     milliseconds slow: a best of five 7 ms calls at the start of a process once read
     234 GFLOP/s on a CPU that sustains 315, and every rate read against so low a roofline
     looks high."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    c = torch.empty(n, n, device=device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    times = []
-    start = time.perf_counter()
-    while len(times) < repeats or time.perf_counter() - start < warmup_s:
-        sync()
-        t0 = time.perf_counter()
-        torch.mm(a, b, out=c)
-        sync()
-        times.append(time.perf_counter() - t0)
-    return 2 * n**3 / min(times[-repeats:]) / 1e9
+    rates = {}
+    for library, product in gemm_products(device, n).items():
+        times: list[float] = []
+        start = time.perf_counter()
+        while len(times) < repeats or time.perf_counter() - start < warmup_s:
+            sync()
+            t0 = time.perf_counter()
+            product()
+            sync()
+            times.append(time.perf_counter() - t0)
+        rates[library] = 2 * n**3 / min(times[-repeats:]) / 1e9
+    return rates
+
+
+def gemm_gflops(
+    device: str = "cpu", n: int = PEAK_GEMM_N, repeats: int = 10, warmup_s: float = 0.25
+) -> float:
+    """The float32 GEMM rate (GFLOP/s) of the fastest library on ``device``
+    (:func:`gemm_rates`): the roofline every convolution algorithm here is measured against."""
+    return max(gemm_rates(device, n, repeats, warmup_s).values())
 
 
 def _torch_build() -> dict[str, str]:
@@ -147,6 +184,15 @@ def device_name(device: str) -> str:
     return f"{props.name} (GPU-{props.uuid})"
 
 
+def _gemm_peaks(devices: list[str]) -> dict[str, dict[str, Any]]:
+    """Each device's GEMM peak (``gemm_gflops``) and the library that ran it."""
+    rates = {d: gemm_rates(d) for d in devices}
+    return {
+        "gemm_gflops": {d: round(max(r.values()), 1) for d, r in rates.items()},
+        "gemm_library": {d: max(r, key=r.__getitem__) for d, r in rates.items()},
+    }
+
+
 def fingerprint(threads: int, devices: list[str]) -> dict[str, Any]:
     """Everything about this machine and software that can change a timing."""
     return {
@@ -165,7 +211,7 @@ def fingerprint(threads: int, devices: list[str]) -> dict[str, Any]:
         "scipy": scipy.__version__,
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_build": _torch_build(),
-        "gemm_gflops": {d: round(gemm_gflops(d), 1) for d in devices},
+        **_gemm_peaks(devices),
         "gpu": gpu_info(),
         # Whether the run kept freed memory in the process (measure/allocator.py).
         "freed_memory_kept": keep_freed_memory(),

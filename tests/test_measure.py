@@ -13,7 +13,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from convbench.env import gemm_gflops
+from convbench.backends.base import has_onednn_matmul
+from convbench.env import fingerprint, gemm_gflops, gemm_products, gemm_rates
 from convbench.measure.accuracy import compare
 from convbench.measure.stats import median_ci
 from convbench.measure.timing import TimingConfig, measure, summarize
@@ -125,8 +126,26 @@ def test_a_timing_process_keeps_freed_memory() -> None:
 
 def test_the_gemm_roofline_is_read_after_a_warm_up() -> None:
     """The peak is the best of the calls after ``warmup_s`` of the same GEMM, not of the
-    first, cold ones: the call takes at least that long, and the rate is a real GEMM's."""
+    first, cold ones: each library's calls take at least that long, and the rate is a real
+    GEMM's."""
+    libraries = len(gemm_products("cpu", n=8))
     start = time.perf_counter()
     rate = gemm_gflops("cpu", n=128, repeats=3, warmup_s=0.2)
-    assert time.perf_counter() - start >= 0.2
+    assert time.perf_counter() - start >= 0.2 * libraries
     assert 0 < rate < 1e5
+
+
+def test_the_gemm_roofline_is_the_fastest_librarys() -> None:
+    """Every GEMM library the backends may choose computes the same product, and the peak
+    is the fastest one's: on a CPU whose BLAS runs slower kernels than oneDNN's (MKL on AMD)
+    a peak taken from torch.mm alone read im2col's oneDNN products at twice the peak."""
+    products = gemm_products("cpu", n=64)
+    want = {"torch.mm", "oneDNN matmul"} if has_onednn_matmul(torch.ones(1)) else {"torch.mm"}
+    assert set(products) == want
+    results = [torch.as_tensor(product()).clone() for product in products.values()]
+    for result in results[1:]:
+        torch.testing.assert_close(result, results[0], rtol=1e-5, atol=1e-4)
+    rates = gemm_rates("cpu", n=128, repeats=3, warmup_s=0.05)
+    assert set(rates) == want and all(r > 0 for r in rates.values())
+    env = fingerprint(torch.get_num_threads(), ["cpu"])
+    assert env["gemm_library"]["cpu"] in want and env["gemm_gflops"]["cpu"] > 0

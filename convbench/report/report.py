@@ -99,8 +99,14 @@ def _environment(runs: list[LoadedRun]) -> str:
         return ", ".join(f"{k} {v}" for k, v in sorted(b.items())) or "-"
 
     def peaks(env: dict[str, Any]) -> str:
-        p = env.get("gemm_gflops") or {}
-        return ", ".join(f"{d} {v:g} GFLOP/s" for d, v in sorted(p.items())) or "-"
+        p, by = env.get("gemm_gflops") or {}, env.get("gemm_library") or {}
+        return (
+            ", ".join(
+                f"{d} {v:g} GFLOP/s" + (f" ({by[d]})" if d in by else "")
+                for d, v in sorted(p.items())
+            )
+            or "-"
+        )
 
     fields = [
         ("CPU", lambda e: f"{e.get('cpu', '-')} ({e.get('cores', '-')} cores)"),
