@@ -62,8 +62,8 @@ def gemm_products(device: str = "cpu", n: int = PEAK_GEMM_N) -> dict[str, Callab
 
     Why both: a roofline is the fastest GEMM the machine runs, and which library that is
     depends on the CPU. MKL runs its AVX2 kernels on AMD CPUs: on a Zen 5 (2 threads) the
-    1024³ product ran 172 GFLOP/s by ``torch.mm`` and about twice that by oneDNN, so im2col's
-    oneDNN products read 180–230 % of a peak taken from ``torch.mm`` alone."""
+    1024³ product ran 162–192 GFLOP/s by ``torch.mm`` and 370–413 by oneDNN, so im2col's
+    oneDNN products read 178–232 % of a peak taken from ``torch.mm`` alone."""
     a = torch.randn(n, n, device=device)
     b = torch.randn(n, n, device=device)
     c = torch.empty(n, n, device=device)

@@ -50,9 +50,11 @@ once, each result copied into the workspace (``onednn_linear``); ``prepare`` tim
 AVX-512 as torch's own convolution does: on a Zen 5, F(4) on a 256-channel 56×56 layer at
 minibatch 8 took 66 ms with bmm and 45 ms with oneDNN (torch's convolution 83 ms), and over
 ``scripts/algorithm_targets.py``'s Winograd class the best variant's geometric mean rose from
-1.06× to 1.26× torch at minibatch 8, from 1.05× to 1.07× at minibatch 1. bmm keeps most
-layers at minibatch 1 and of 128 channels or fewer, where 36 calls and copies weigh more than
-the faster kernel saves (F(4) on 128 channels at 28×28, minibatch 8: 6.4 ms against 7.9).
+1.06× to 1.26× and 1.31× torch at minibatch 8 (two runs), from 1.05× to 1.07× and 1.10× at
+minibatch 1. bmm kept 71 of the 108 layer-variant pairs at minibatch 1 and 18 of 108 at
+minibatch 8, all but one of those with 128 channels or fewer on a side: there 36 calls and
+copies weigh more than the faster kernel saves (F(4) on 128 channels at 28×28, minibatch 8:
+6.4 ms against 7.9).
 """
 
 from __future__ import annotations
