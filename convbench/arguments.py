@@ -521,6 +521,14 @@ def build_parser() -> argparse.ArgumentParser:
         "several are combined by their median ratios",
     )
     gate.add_argument(
+        "--newest",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help=f"judge the N newest runs under {gating.BENCHMARK_STORAGE}, combined by their "
+        "median ratios (as CI does when one run fails)",
+    )
+    gate.add_argument(
         "--baseline",
         type=Path,
         default=None,

@@ -465,6 +465,8 @@ def cmd_asv_machine(args: argparse.Namespace) -> int:
 
 def cmd_gate(args: argparse.Namespace) -> int:
     console = make_console()
+    if args.runs and args.newest:
+        raise UsageError("gate takes RUN.json files or --newest, not both")
     if not args.instructions:
         return gating.timing_gate(
             console,
@@ -473,9 +475,10 @@ def cmd_gate(args: argparse.Namespace) -> int:
             args.threshold,
             args.backend_threshold,
             args.write_baseline,
+            args.newest or 1,
         )
-    if args.runs:
-        raise UsageError("gate --instructions counts its own cases; it takes no RUN.json")
+    if args.runs or args.newest:
+        raise UsageError("gate --instructions counts its own cases; it takes no runs")
     require_valgrind()
     baseline = args.baseline or gating.INSTRUCTION_BASELINE
     return gating.instruction_gate(console, baseline, args.margin, args.write_baseline)

@@ -26,7 +26,7 @@ __all__ = [
     "cpu_count",
     "cpu_model",
     "fingerprint",
-    "gemm_gflops",
+    "gemm_peak",
     "gemm_products",
     "gemm_rates",
     "gpu_info",
@@ -98,12 +98,14 @@ def gemm_rates(
     return rates
 
 
-def gemm_gflops(
+def gemm_peak(
     device: str = "cpu", n: int = PEAK_GEMM_N, repeats: int = 10, warmup_s: float = 0.25
-) -> float:
-    """The float32 GEMM rate (GFLOP/s) of the fastest library on ``device``
-    (:func:`gemm_rates`): the roofline every convolution algorithm here is measured against."""
-    return max(gemm_rates(device, n, repeats, warmup_s).values())
+) -> tuple[str, float]:
+    """The fastest library of :func:`gemm_rates` on ``device`` and its float32 rate
+    (GFLOP/s): the roofline every convolution algorithm here is measured against."""
+    rates = gemm_rates(device, n, repeats, warmup_s)
+    library = max(rates, key=rates.__getitem__)
+    return library, rates[library]
 
 
 def _torch_build() -> dict[str, str]:
@@ -186,10 +188,10 @@ def device_name(device: str) -> str:
 
 def _gemm_peaks(devices: list[str]) -> dict[str, dict[str, Any]]:
     """Each device's GEMM peak (``gemm_gflops``) and the library that ran it."""
-    rates = {d: gemm_rates(d) for d in devices}
+    peaks = {d: gemm_peak(d) for d in devices}
     return {
-        "gemm_gflops": {d: round(max(r.values()), 1) for d, r in rates.items()},
-        "gemm_library": {d: max(r, key=r.__getitem__) for d, r in rates.items()},
+        "gemm_gflops": {d: round(rate, 1) for d, (_, rate) in peaks.items()},
+        "gemm_library": {d: library for d, (library, _) in peaks.items()},
     }
 
 

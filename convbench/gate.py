@@ -30,7 +30,7 @@ __all__ = [
     "adding",
     "load_run",
     "make_baseline",
-    "newest_run",
+    "newest_runs",
     "pick_baseline",
     "ratios",
     "read_baselines",
@@ -59,12 +59,16 @@ def load_run(path: Path) -> dict[str, Any]:
     return data
 
 
-def newest_run(storage: Path) -> Path:
-    """The most recently written pytest-benchmark JSON file under ``storage``."""
+def newest_runs(storage: Path, count: int = 1) -> list[Path]:
+    """The ``count`` most recently written pytest-benchmark JSON files under ``storage``,
+    oldest first."""
     files = sorted(Path(storage).rglob("*.json"), key=lambda p: p.stat().st_mtime)
-    if not files:
-        raise GateError(f"no pytest-benchmark JSON under {storage}; run the benchmarks first")
-    return files[-1]
+    if len(files) < count:
+        raise GateError(
+            f"{len(files)} pytest-benchmark JSON file(s) under {storage}, {count} wanted; "
+            "run the benchmarks first"
+        )
+    return files[-count:]
 
 
 def ratios(run: dict[str, Any], statistic: str = STATISTIC) -> dict[str, float]:

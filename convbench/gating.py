@@ -44,12 +44,13 @@ def timing_gate(
     threshold: float,
     backend_threshold: float,
     write_baseline: bool = False,
+    newest: int = 1,
 ) -> int:
-    """Judge the runs ``paths`` (the newest under BENCHMARK_STORAGE if none), combined by their
-    median ratios, against the baseline that ``baseline`` holds for their CPU; or write theirs
+    """Judge the runs ``paths`` (the ``newest`` under BENCHMARK_STORAGE if none), combined by
+    their median ratios, against the baseline that ``baseline`` holds for their CPU; or write theirs
     into it, beside the other CPUs'. A baseline that cannot be read or was measured with another
     thread count is bad input (ValueError)."""
-    paths = paths or [gate.newest_run(BENCHMARK_STORAGE)]
+    paths = paths or gate.newest_runs(BENCHMARK_STORAGE, newest)
     runs = [gate.load_run(p) for p in paths]
     combined = gate.make_baseline(runs)
     if write_baseline:

@@ -27,7 +27,7 @@ import torch
 
 from convbench import backends
 from convbench.backends.base import onednn_linear
-from convbench.env import PEAK_GEMM_N, cpu_count, gemm_products, gemm_rates
+from convbench.env import PEAK_GEMM_N, cpu_count, gemm_peak, gemm_products
 from convbench.inputs import make_inputs
 from convbench.measure.cache import regime_sampler, regime_timing
 from convbench.measure.timing import Clock, TimingConfig, measure_rounds
@@ -140,12 +140,12 @@ def _geomean(xs: list[float]) -> float:
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
 
 
-def gemm_efficiency(params: dict, cfg: TimingConfig, peak_library: str) -> float:
+def gemm_efficiency(params: dict, cfg: TimingConfig, peak: Callable[[], object]) -> float:
     """The rate of im2col's GEMM, [m × k]·[k × n] at the shape, by the library and as many at
     a time as the backend chose (``params["gemm"]``, ``params["gemm_library"]``, the batch of
     ``params["gemm_calls"]``, the same for every product of a form), as a fraction of the
-    peak GEMM's (PEAK_GEMM_N³ by ``peak_library``, the fastest of
-    ``convbench.env.gemm_products``), the two timed side by side in alternating rounds
+    peak GEMM's (``peak``: PEAK_GEMM_N³ by the fastest of ``convbench.env.gemm_products``),
+    the two timed side by side in alternating rounds
     and compared round by round: a peak read once at the start of the run is read at
     another speed of the machine than the layer's GEMM (a run whose torch times rose 1.4×
     midway read 48–101 % where the run before read 65–99 %)."""
@@ -153,7 +153,7 @@ def gemm_efficiency(params: dict, cfg: TimingConfig, peak_library: str) -> float
     batch = params["gemm_calls"][0][4]
     clock = Clock("cpu")
     samplers = {
-        "peak": clock.sampler(gemm_products("cpu")[peak_library]),
+        "peak": clock.sampler(peak),
         "shape": clock.sampler(_product(params, m, k, n, batch)),
     }
     rounds = measure_rounds(samplers, cfg, baseline="peak")
@@ -194,12 +194,9 @@ def gemms_alone(params: dict) -> Callable[[], None]:
     return run
 
 
-def run_case(
-    spec: ConvSpec, names: list[str], cfg: TimingConfig, peak_library: str, cold: bool = False
-) -> dict:
-    """One problem's row: each backend's speed-up over torch, paired, and im2col's GEMM as a
-    share of ``peak_library``'s peak; with ``cold``, each call timed after the caches are
-    evicted (``convbench run --cold-cache``)."""
+def run_case(spec: ConvSpec, names: list[str], cfg: TimingConfig, cold: bool = False) -> dict:
+    """One problem's row: each backend's speed-up over torch, paired; with ``cold``, each call
+    timed after the caches are evicted (``convbench run --cold-cache``)."""
     inputs = make_inputs(spec).to("cpu", torch.float32)
     clock = Clock("cpu")
     samplers, params = {}, {}
@@ -226,7 +223,6 @@ def run_case(
         if ratio is not None:
             row["speedup"][name] = [ratio.value, ratio.lo, ratio.hi]
     if "im2col" in params:
-        row["gemm_of_peak"] = gemm_efficiency(params["im2col"], cfg, peak_library)
         ceiling = rounds.speedup(GEMMS)
         assert ceiling is not None
         row["gemms_alone"] = [ceiling.value, ceiling.lo, ceiling.hi]
@@ -354,10 +350,9 @@ def main() -> None:
     # spend a second on a throwaway case so that the first row, and the GEMM peak printed
     # here, are measured like the rest.
     warm = SUITES["resnet50"].workloads(8)[0].spec
-    run_case(warm, [], TimingConfig(budget_s=1.0), "torch.mm")
-    rates = gemm_rates("cpu")
-    peak_library = max(rates, key=rates.__getitem__)
-    peak = rates[peak_library]
+    run_case(warm, [], TimingConfig(budget_s=1.0))
+    peak_library, peak = gemm_peak("cpu")
+    peak_product = gemm_products("cpu")[peak_library]
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, GEMM peak {peak:.0f} "
         f"GFLOP/s ({peak_library}); speed-up = torch / backend, median of paired rounds "
@@ -373,7 +368,12 @@ def main() -> None:
         print_header(fam)
         for spec in specs:
             if spec not in left_out:
-                fam.rows.append(run_case(spec, fam.backends, cfg, peak_library, args.cold_cache))
+                row = run_case(spec, fam.backends, cfg, args.cold_cache)
+                if "im2col" in row["params"]:
+                    row["gemm_of_peak"] = gemm_efficiency(
+                        row["params"]["im2col"], cfg, peak_product
+                    )
+                fam.rows.append(row)
                 print_row(fam, fam.rows[-1])
         if left_out:
             print(

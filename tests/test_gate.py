@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -106,9 +107,10 @@ def test_one_backend_twice_as_slow_fails(run_json: Path, tmp_path: Path) -> None
 def test_a_stall_in_one_of_two_runs_passes_and_a_slowdown_in_both_fails(
     run_json: Path, tmp_path: Path
 ) -> None:
-    """What CI does when the gate fails a run: it times the suite again and judges the two runs
-    together, each ratio their median. One benchmark stalled to twice its time in the first run
-    fails that run alone and passes beside an ordinary second; twice as slow in both, it fails."""
+    """What CI does when the gate fails a run: it times the suite again and judges the two
+    newest runs together (``--newest 2``), each ratio their median. One benchmark stalled to
+    twice its time in one run fails that run alone and passes beside an ordinary one;
+    twice as slow in both, it fails. Three newest, where the storage holds two, is bad input."""
     run = load_run(run_json)
     baseline = tmp_path / "baseline.json"
     run_cli("gate", str(run_json), "--write-baseline", "--baseline", str(baseline), cwd=ROOT)
@@ -119,15 +121,26 @@ def test_a_stall_in_one_of_two_runs_passes_and_a_slowdown_in_both_fails(
         if (b["extra_info"]["case"], b["extra_info"]["backend"]) == ("smoke:3x3", SLOWED)
     )
     bench["stats"]["min"] *= 2.0
-    stall = _write(tmp_path / "stall.json", stalled)
-    again = _write(tmp_path / "again.json", run)
+    storage = tmp_path / "results" / "benchmarks" / "machine"
+    storage.mkdir(parents=True)
+    # The stalled run is the newest by modification time, a second after an ordinary one, so
+    # that the newest alone would fail where the two together pass.
+    ordinary = _write(storage / "0001_ordinary.json", run)
+    stall = _write(storage / "0002_stall.json", stalled)
+    os.utime(stall, (ordinary.stat().st_mtime + 1,) * 2)
     verdicts = {}
-    for name, runs in {"alone": [stall], "with": [stall, again], "both": [stall, stall]}.items():
-        done = run_cli("gate", *map(str, runs), "--baseline", str(baseline), cwd=ROOT)
+    for name, args in {
+        "alone": [str(stall)],
+        "with": ["--newest", "2"],
+        "both": [str(stall), str(stall)],
+        "three of two": ["--newest", "3"],
+    }.items():
+        done = run_cli("gate", *args, "--baseline", str(baseline), cwd=tmp_path)
         verdicts[name] = done.returncode
-        if done.returncode:
+        if done.returncode == 1:
             assert f"slower   smoke:3x3{SEP}cpu{SEP}float32{SEP}{SLOWED} 2.00x" in done.stdout
-    assert verdicts == {"alone": 1, "with": 0, "both": 1}
+    assert verdicts == {"alone": 1, "with": 0, "both": 1, "three of two": 2}
+    assert "2 pytest-benchmark JSON file(s)" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_each_cpu_is_judged_against_its_own_baseline(run_json: Path, tmp_path: Path) -> None:
