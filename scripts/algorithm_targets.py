@@ -27,6 +27,7 @@ import torch
 
 from convbench import backends
 from convbench.backends.base import onednn_linear
+from convbench.backends.numba_pool import on_pool
 from convbench.env import PEAK_GEMM_N, cpu_count, gemm_peak, gemm_products
 from convbench.inputs import make_inputs
 from convbench.measure.cache import regime_sampler, regime_timing
@@ -141,16 +142,18 @@ def _geomean(xs: list[float]) -> float:
 
 
 def gemm_efficiency(params: dict, cfg: TimingConfig, peak: Callable[[], object]) -> float:
-    """The rate of im2col's GEMM, [m × k]·[k × n] at the shape, by the library and as many at
-    a time as the backend chose (``params["gemm"]``, ``params["gemm_library"]``, the batch of
-    ``params["gemm_calls"]``, the same for every product of a form), as a fraction of the
-    peak GEMM's (``peak``: PEAK_GEMM_N³ by the fastest of ``convbench.env.gemm_products``),
+    """The rate of im2col's GEMM, [m × k]·[k × n] at the shape, by the library, as many at a
+    time as the backend chose (``params["gemm"]``, ``params["gemm_library"]``, the batch of
+    ``params["gemm_calls"]``, the same for every product of a form) and on as many threads
+    side by side, one each, as it makes them (``params["gemms_at_once"]``), as a fraction of
+    the peak GEMM's (``peak``: PEAK_GEMM_N³ by the fastest of ``convbench.env.gemm_products``),
     the two timed side by side in alternating rounds
     and compared round by round: a peak read once at the start of the run is read at
     another speed of the machine than the layer's GEMM (a run whose torch times rose 1.4×
     midway read 48–101 % where the run before read 65–99 %)."""
     m, k, n = params["gemm"]
     batch = params["gemm_calls"][0][4]
+    at_once = params.get("gemms_at_once", 1)
     clock = Clock("cpu")
     samplers = {
         "peak": clock.sampler(peak),
@@ -159,13 +162,23 @@ def gemm_efficiency(params: dict, cfg: TimingConfig, peak: Callable[[], object])
     rounds = measure_rounds(samplers, cfg, baseline="peak")
     ratio = rounds.speedup("shape")
     assert ratio is not None
-    return ratio.value * (batch * m * k * n) / PEAK_GEMM_N**3
+    return ratio.value * (at_once * batch * m * k * n) / PEAK_GEMM_N**3
 
 
 def _product(params: dict, m: int, k: int, n: int, batch: int) -> Callable[[], object]:
     """``batch`` [m × k]·[k × n] products in one call on operands made once, by oneDNN's
     matmul where im2col chose it (``params["gemm_library"]``; one at a time), else by
-    ``torch.mm`` or, batched, ``torch.bmm`` (the BLAS calls behind ``torch.matmul``)."""
+    ``torch.mm`` or, batched, ``torch.bmm`` (the BLAS calls behind ``torch.matmul``); where
+    its threads each make products of their own (``params["gemms_at_once"]``), one such call
+    on each thread at once, on operands of its own."""
+    at_once = params.get("gemms_at_once", 1)
+    calls = [_one_product(params, m, k, n, batch) for _ in range(at_once)]
+    if at_once == 1:
+        return calls[0]
+    return lambda: on_pool(lambda p: calls[p](), at_once)
+
+
+def _one_product(params: dict, m: int, k: int, n: int, batch: int) -> Callable[[], object]:
     if params.get("gemm_library") == "oneDNN matmul":
         a, b = torch.randn(m, k), torch.randn(n, k)
         linear = onednn_linear(b, None, m)
@@ -178,11 +191,13 @@ def _product(params: dict, m: int, k: int, n: int, batch: int) -> Callable[[], o
 
 def gemms_alone(params: dict) -> Callable[[], None]:
     """A call of im2col's products alone: each of ``params["gemm_calls"]`` ([m, k, n, count,
-    batch]) as :func:`_product` makes it, ``batch`` at a time. Timed beside torch, torch's time
-    over this is the speed-up im2col would have if its columns cost nothing: its ceiling with
-    that GEMM (optimistic: the operands stay in cache, and no product accumulates)."""
+    batch]) as :func:`_product` makes it, ``batch`` at a time (and ``gemms_at_once`` side by
+    side: a share left over is made as a whole round). Timed beside torch, torch's time over
+    this is the speed-up im2col would have if its columns cost nothing: its ceiling with that
+    GEMM (optimistic: the operands stay in cache, and no product accumulates)."""
+    at_once = params.get("gemms_at_once", 1)
     calls = [
-        (_product(params, m, k, n, batch), count // batch)
+        (_product(params, m, k, n, batch), -(-count // (batch * at_once)))
         for m, k, n, count, batch in params["gemm_calls"]
     ]
 

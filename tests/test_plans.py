@@ -221,15 +221,19 @@ STRIDED = [
 
 @pytest.mark.parametrize("desc", [*SPECS, *STRIDED])
 def test_every_im2col_blocking_is_correct(desc: str) -> None:
-    """Unfolded columns in blocks of 1, 7 and every pixel, and the columns as views in runs
-    of as many (strides split the input into phases; with a dilation of the stride, only
-    one phase is read)."""
+    """Unfolded columns in blocks of 1, 7 and every pixel, made by all threads block after
+    block or by each thread its own blocks, and the columns as views in runs of as many
+    (strides split the input into phases; with a dilation of the stride, only one phase is
+    read)."""
     spec = parse(desc)
     for n in (1, 7, 10**6):
         for onednn in _gemm_libraries(spec):
-            _assert_correct(
-                spec, "im2col", lambda s, w, b, r=n, o=onednn: Im2colBackend._nhwc(s, w, b, r, o)
-            )
+            for apart in (False, True):
+                _assert_correct(
+                    spec,
+                    "im2col",
+                    lambda s, w, b, r=n, o=onednn, a=apart: Im2colBackend._nhwc(s, w, b, r, o, a),
+                )
         _assert_correct(spec, "im2col", lambda s, w, b, r=n: Im2colBackend._views(s, w, b, r))
 
 
@@ -240,20 +244,27 @@ def _gemm_libraries(spec: ConvSpec) -> list[bool]:
 
 
 @pytest.mark.tuned
-@pytest.mark.parametrize("desc", ["mb2ic8ih12oc8kh3ph1", "mb2ic8ih12oc8kh3ph1g2"])
+@pytest.mark.parametrize(
+    "desc", ["mb2ic8ih12oc8kh3ph1", "mb2ic8ih12oc8kh3ph1g2", "mb2ic4ih24oc4kh3ph1"]
+)
 def test_im2col_times_the_unfolded_columns_with_each_gemm_library(desc: str) -> None:
-    """Every block size by every GEMM library at hand (oneDNN's only for one group), and
-    params name the library of the one kept."""
+    """Every block size by every GEMM library at hand (oneDNN's only for one group), with
+    more than one thread and more than one block also blocks made by each thread apart, and
+    params name the library and the form of the one kept."""
     spec = parse(desc)
     data = make_inputs(spec).to("cpu", torch.float32)
     prepared = backends.get("im2col").prepare(spec, data.weight, data.bias)
     unfolded = [label for label in prepared.params["tuned_ms"] if not label.startswith("views")]
-    blocks = {label.split()[0] for label in unfolded}
+    blocks = {label.removesuffix(" oneDNN") for label in unfolded}
     assert len(unfolded) == len(blocks) * len(_gemm_libraries(spec))
     assert {label.endswith(" oneDNN") for label in unfolded} == set(_gemm_libraries(spec))
+    several = len(tile_blocks(spec.mb, spec.oh, spec.ow, min(Im2colBackend.PER_THREAD_ROWS))) > 1
+    apart = torch.get_num_threads() > 1 and several
+    assert any(label.endswith(" per thread") for label in blocks) == apart
     onednn = prepared.params["gemm_library"] == "oneDNN matmul"
     if prepared.params["columns"] == "unfolded":
-        assert prepared.algorithm == ("im2col oneDNN" if onednn else "im2col")
+        apart = prepared.params["gemms_at_once"] > 1
+        assert prepared.algorithm == "im2col" + " oneDNN" * onednn + ", per thread" * apart
     else:
         assert not onednn and prepared.algorithm == "im2col views"
 
@@ -362,9 +373,12 @@ def test_random_candidates_are_correct(seed: int) -> None:
             )
     if spec.kh * spec.kw > 1:
         for onednn in _gemm_libraries(spec):
-            _assert_correct(
-                spec, "im2col", lambda s, w, b, o=onednn: Im2colBackend._nhwc(s, w, b, 5, o)
-            )
+            for apart in (False, True):
+                _assert_correct(
+                    spec,
+                    "im2col",
+                    lambda s, w, b, o=onednn, a=apart: Im2colBackend._nhwc(s, w, b, 5, o, a),
+                )
         _assert_correct(spec, "im2col", lambda s, w, b: Im2colBackend._views(s, w, b, 5))
     else:
         _assert_pointwise_forms_correct(spec)

@@ -36,6 +36,8 @@ __all__ = ["DirectBackend", "Im2colBackend"]
 
 
 ONEDNN_POINTWISE = "all images, channels-last, oneDNN"
+PER_THREAD = " per thread"
+"""The suffix of an unfolded candidate whose blocks go one per thread (``Im2colBackend._nhwc``)."""
 """The label of the 1×1 form whose GEMM is oneDNN's matmul (see ``Im2colBackend._pointwise``)."""
 
 Term = tuple[torch.Tensor, torch.Tensor]
@@ -188,30 +190,55 @@ class Im2colBackend(_DirectFamily):
     unfolding 0.52 ms (7.4 MB at 14 GB/s; a Numba loop wrote them at 8.9 GB/s) and its oneDNN
     GEMM 1.63 ms, 2.29 together and 2.47 as one call, where torch's whole convolution took
     1.65–1.76 ms: the GEMM alone is about as fast as it.
+
+    Per thread: with more than one thread and more than one block, prepare also times the
+    blocks shared out among torch's threads, each thread unfolding and multiplying its own,
+    one after another, into columns of its own, its GEMM on that thread alone (oneDNN's own
+    GEMM convolution works so), in blocks of about 512 and 2048 pixels (``PER_THREAD_ROWS``)
+    by each library. A block's columns then stay in its core's cache from its unfolding to its
+    product, which all threads at once split between them one way for the copy and another
+    for the GEMM. The copies gain nothing by it (the stem's, four blocks of 28 rows: 0.55 ms on
+    one thread, 0.48 on two, 1.0–1.2 for twice as many on two apart), the products' traffic
+    does. On the Zen 3, one run each (``scripts/algorithm_targets.py --family im2col``):
+    res2a_branch2b (64 channels, 56²) from 0.67× torch to 0.84× at minibatch 8 (504-pixel
+    blocks), 0.75× to 0.79× at 1; the stem from 0.61× to 0.65× at 8 and 0.47× to 0.53× at 1
+    (2016 pixels); the form won those and res3a_branch2b at minibatch 8.
     """
 
     name = "im2col"
     description = "columns (unfolded channels-last, or views of the input) + GEMM, timed in prepare"
     # Pixels per GEMM the unfolded candidates aim for.
     TARGET_ROWS = (2048, 8192, 32768)
+    # Pixels per block where each thread unfolds and multiplies blocks of its own.
+    PER_THREAD_ROWS = (512, 2048)
     # Output pixels per run of the views' GEMMs.
     VIEW_PIXELS = 4096
 
     def prepare(self, spec: ConvSpec, weight: torch.Tensor, bias: torch.Tensor | None) -> Prepared:
         if spec.kh == spec.kw == 1:
             return self._prepare_pointwise(spec, weight, bias)
-        candidates = {
-            max(b.tiles for b in tile_blocks(spec.mb, spec.oh, spec.ow, rows)): rows
-            for rows in self.TARGET_ROWS
-        }
+        threads = torch.get_num_threads()
+        sizes = [(rows, False) for rows in self.TARGET_ROWS]
+        if threads > 1:
+            sizes += [(rows, True) for rows in self.PER_THREAD_ROWS]
+        forms: dict[tuple[int, bool], int] = {}  # (pixels per block, per thread): rows asked
+        for rows, apart in sizes:
+            blocks = tile_blocks(spec.mb, spec.oh, spec.ow, rows)
+            # One block is one thread's: made by each thread apart only where there are more.
+            if not apart or len(blocks) > 1:
+                forms[max(b.tiles for b in blocks), apart] = rows
         crs = spec.ic // spec.g * spec.kh * spec.kw
         libraries = [""]
         if spec.g == 1 and has_onednn_matmul(weight):
             libraries.append(" oneDNN")
-        builds: list[Candidate] = [
-            (f"{pixels}{lib}", lambda r=rows, o=bool(lib): self._nhwc(spec, weight, bias, r, o))
-            for pixels, rows in candidates.items()
+        ways = {
+            f"{pixels}{PER_THREAD if apart else ''}{lib}": (pixels, rows, bool(lib), apart)
+            for (pixels, apart), rows in forms.items()
             for lib in libraries
+        }
+        builds: list[Candidate] = [
+            (label, lambda w=way: self._nhwc(spec, weight, bias, w[1], w[2], w[3]))
+            for label, way in ways.items()
         ]
         # The views round the output once per tap, as ``direct`` does: kept to the dtypes
         # whose tolerance was set with that many roundings in mind.
@@ -234,16 +261,17 @@ class Im2colBackend(_DirectFamily):
                 "tuned_ms": times,
             }
             return Prepared(run, "im2col views", params)
-        pixels, _, library = label.partition(" ")
-        rows = candidates[int(pixels)]
+        pixels, rows, onednn, apart = ways[label]
         params = {
             "columns": "unfolded",
-            "gemm": [int(pixels), crs, kg],
-            "gemm_library": "oneDNN matmul" if library else "torch.mm",
-            "gemm_calls": self.nhwc_calls(spec, bias is not None, rows, bool(library)),
+            "gemm": [pixels, crs, kg],
+            "gemm_library": "oneDNN matmul" if onednn else "torch.mm",
+            "gemm_calls": self.nhwc_calls(spec, bias is not None, rows, onednn),
+            "gemms_at_once": self.gemms_at_once(spec, rows) if apart else 1,
             "tuned_ms": times,
         }
-        return Prepared(run, f"im2col {library}".strip(), params)
+        library = " oneDNN" if onednn else ""
+        return Prepared(run, f"im2col{library}{', per thread' if apart else ''}", params)
 
     def _prepare_pointwise(
         self, spec: ConvSpec, weight: torch.Tensor, bias: torch.Tensor | None
@@ -290,6 +318,12 @@ class Im2colBackend(_DirectFamily):
         )
 
     @staticmethod
+    def gemms_at_once(spec: ConvSpec, rows: int) -> int:
+        """How many of :meth:`_nhwc`'s products run at once, one a thread, where each thread
+        makes blocks of its own: torch's threads, or fewer where there are fewer blocks."""
+        return min(torch.get_num_threads(), len(tile_blocks(spec.mb, spec.oh, spec.ow, rows)))
+
+    @staticmethod
     def views_calls(spec: ConvSpec, bias: bool, pixels: int) -> list[list[int]]:
         """:func:`_gemm_calls` of :meth:`_views`' products: R·S per run of pixels and group,
         the first tap's a column more where the bias rides in it (one group)."""
@@ -321,10 +355,16 @@ class Im2colBackend(_DirectFamily):
         bias: torch.Tensor | None,
         rows: int,
         onednn: bool = False,
+        per_thread: bool = False,
     ) -> Callable[[torch.Tensor], torch.Tensor]:
         """Columns for about ``rows`` output pixels at a time: several images, or rows of one;
         their GEMM by ``torch.mm`` (BLAS) or, with ``onednn`` (one group, where
-        :func:`has_onednn_matmul`), by oneDNN's matmul, the bias added as it writes."""
+        :func:`has_onednn_matmul`), by oneDNN's matmul, the bias added as it writes.
+
+        With ``per_thread``, the blocks are shared out among torch's threads, each of which
+        unfolds and multiplies its own, one block at a time, into columns of its own
+        (:func:`~convbench.backends.numba_pool.on_pool`; each operator then runs on the one
+        thread that calls it). A profiler sees only the caller's share, the first."""
         g, kg, cg = spec.g, spec.oc // spec.g, spec.ic // spec.g
         kh, kw, oh, ow = spec.kh, spec.kw, spec.oh, spec.ow
         crs = cg * kh * kw
@@ -342,12 +382,17 @@ class Im2colBackend(_DirectFamily):
         ws = _like(weight)
         xpad = torch.zeros(spec.mb, hp, wp, spec.ic, **ws)  # NHWC; a kept zero border
         blocks = tile_blocks(spec.mb, oh, ow, rows)
-        cols = torch.ones(max(b.tiles for b in blocks), g, width, **ws)
+        parts = Im2colBackend.gemms_at_once(spec, rows) if per_thread else 1
+        n = len(blocks)
+        shares = [blocks[p * n // parts : (p + 1) * n // parts] for p in range(parts)]
+        most = max(b.tiles for b in blocks)
+        spaces = [torch.ones(most, g, width, **ws) for _ in range(parts)]
+        cols = spaces[0]
         sn, sh, sw, sc = xpad.stride()
         shape = (oh, ow, g, kh, kw, cg)
         strides = (spec.sh * sh, spec.sw * sw, cg * sc, spec.dh * sh, spec.dw * sw, sc)
 
-        linear = onednn_linear(wt[0].t(), bias, cols.shape[0]) if onednn else None
+        linear = onednn_linear(wt[0].t(), bias, most) if onednn else None
         bias_added = folded or onednn  # by the GEMM itself
 
         def gemm(a: torch.Tensor, out: torch.Tensor) -> None:
@@ -360,7 +405,7 @@ class Im2colBackend(_DirectFamily):
             else:
                 out.copy_(torch.matmul(a.transpose(0, 1), wt).transpose(0, 1))
 
-        def unfolding(blk: Block) -> tuple[torch.Tensor, torch.Tensor]:
+        def unfolding(blk: Block, space: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             """A block's taps (a view of the kept input) and where its columns go."""
             bn = blk.images.stop - blk.images.start
             br = blk.rows.stop - blk.rows.start
@@ -368,25 +413,39 @@ class Im2colBackend(_DirectFamily):
             taps = xpad.as_strided(
                 (bn, br, *shape[1:]), (sn, *strides), xpad.storage_offset() + start
             )
-            into = cols[: blk.tiles, :, :crs].unflatten(0, (bn, br, ow)).unflatten(4, shape[3:])
+            into = space[: blk.tiles, :, :crs].unflatten(0, (bn, br, ow)).unflatten(4, shape[3:])
             return taps, into
 
-        copies = [unfolding(blk) for blk in blocks]
+        work = [
+            [(blk, *unfolding(blk, space), space[: blk.tiles]) for blk in share]
+            for share, space in zip(shares, spaces, strict=True)
+        ]
 
         def run(x: torch.Tensor) -> torch.Tensor:
             pad_into(spec, x, xpad.permute(0, 3, 1, 2))
             y = torch.empty(x.shape[0], oh, ow, spec.oc, **ws)
-            for blk, (taps, into) in zip(blocks, copies, strict=True):
-                with stage("im2col/unfold"):
-                    into.copy_(taps)
-                with stage("im2col/gemm"):
-                    gemm(cols[: blk.tiles], y[blk.images, blk.rows].view(blk.tiles, g, kg))
+
+            def part(p: int) -> None:
+                for blk, taps, into, a in work[p]:
+                    with stage("im2col/unfold"):
+                        into.copy_(taps)
+                    with stage("im2col/gemm"):
+                        gemm(a, y[blk.images, blk.rows].view(blk.tiles, g, kg))
+
+            if parts == 1:
+                part(0)
+            else:
+                # Imported here: Numba takes a second to import, which no other command
+                # should pay.
+                from convbench.backends.numba_pool import on_pool
+
+                on_pool(part, parts)
             y = y.permute(0, 3, 1, 2)
             return y if bias_added else _add_bias(y, bias)
 
         if linear is None or len(blocks) > 1:
             return run
-        ((taps, into),) = copies
+        ((_, taps, into, _),) = work[0]
 
         def run_whole(x: torch.Tensor) -> torch.Tensor:
             """One block: oneDNN's result is the output itself (no copy into one)."""
