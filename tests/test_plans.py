@@ -406,6 +406,7 @@ def _whole(half_spectra: torch.Tensor, width: int) -> torch.Tensor:
     st.integers(1, 12),
     st.booleans(),
     st.sampled_from([torch.float32, torch.float64]),
+    st.integers(1, 5),
     st.integers(0, 2**31),
 )
 def test_fused_channel_sums_match_a_product_of_spectra(
@@ -418,11 +419,13 @@ def test_fused_channel_sums_match_a_product_of_spectra(
     width: int,
     paired: bool,
     dtype: torch.dtype,
+    chunk: int,
     seed: int,
 ) -> None:
     """The fused kernel sums Y[n, k, t, f] = Σ_c X[n, c, t, f]·W[k, c, f] within each group
     for any channel counts (not only multiples of its block of four outputs), frequencies (not
-    only multiples of its run) and both precisions; paired (one group), it reads the whole
+    only multiples of its run), both precisions and any number of (image, tile) runs split at
+    once (a last chunk of fewer among them); paired (one group), it reads the whole
     spectra of x₂ₚ + i·x₂ₚ₊₁ and writes Y₂ₚ + i·Y₂ₚ₊₁ over the whole rows × width grid, an odd
     last channel paired with zeros on either side."""
     from convbench.backends import fft_kernels
@@ -447,7 +450,8 @@ def test_fused_channel_sums_match_a_product_of_spectra(
         pairs_in = pairs_in.view(n, -1, 2, t, rows, width)
         x = torch.fft.fft2(pairs_in[:, :, 0] + 1j * pairs_in[:, :, 1])
     y = torch.full(want.shape, float("nan"), dtype=cplx)
-    scratch = torch.empty(fft_kernels.POOL, cg, 2, fft_kernels.LANES, dtype=dtype).numpy()
+    scratch = torch.empty(fft_kernels.POOL, chunk, cg, 2, fft_kernels.LANES, dtype=dtype)
+    scratch = scratch.numpy()
     fft_kernels.channel_sums(
         torch.view_as_real(x.to(cplx)).reshape(*x.shape[:3], -1).numpy(),
         fft_kernels.weight_layout(w.to(cplx), g),

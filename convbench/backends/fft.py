@@ -273,7 +273,8 @@ def _pipeline(
         from convbench.backends import fft_kernels as kernels
 
         wt = kernels.weight_layout(wf, g)
-        scratch = np.empty((kernels.POOL, cg, 2, kernels.LANES), dtype=wt.dtype)
+        chunk = kernels.chunk(cg, wt.dtype.itemsize, most)
+        scratch = np.empty((kernels.POOL, chunk, cg, 2, kernels.LANES), dtype=wt.dtype)
     elif mac:
         # (1, G, K/g, C/g, 1, 1, F): channel c's weights, broadcast over images and tiles.
         wt = wf.reshape(1, g, kg, cg, 1, 1, nf).contiguous()

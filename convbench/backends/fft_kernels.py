@@ -62,7 +62,7 @@ from numba import njit, prange
 
 from convbench.backends.numba_pool import JIT, POOL, use_threads
 
-__all__ = ["LANES", "POOL", "channel_sums", "unpair", "use_threads", "weight_layout"]
+__all__ = ["LANES", "POOL", "channel_sums", "chunk", "unpair", "use_threads", "weight_layout"]
 
 LANES = 64
 """Frequencies a run. The loop over a run's lanes is what the compiler vectorizes, and what each
@@ -74,6 +74,16 @@ channels) is paid once per run: the kernel alone ran 1.17–1.67× faster with r
 on 32 → 32 channels (1.01× of 16's)."""
 OUTPUTS = 4
 """Output channels summed at once: eight accumulators of LANES."""
+
+
+RUNS_BYTES = 256 << 10
+"""Bytes of the input runs (C/g channels of LANES frequencies, real and imaginary parts) split
+for several images and tiles at once."""
+
+
+def chunk(channels: int, itemsize: int, items: int) -> int:
+    """How many (image, tile) runs :func:`channel_sums` splits at once, at most ``items``."""
+    return max(1, min(items, RUNS_BYTES // (channels * 2 * LANES * itemsize)))
 
 
 def weight_layout(wf: torch.Tensor, groups: int) -> np.ndarray:
@@ -157,14 +167,18 @@ def channel_sums(
     half = width // 2 + 1
     rows = x.shape[3] // (2 * width) if width else 0
     f = rows * half if width else x.shape[3] // 2
+    items, chunk = n * t, scratch.shape[1]
     for job in prange(g * nch):
         gi, run = job // nch, job % nch
         f0 = run * LANES
         m = min(LANES, f - f0)
-        xs = scratch[numba.get_thread_id()]
+        runs = scratch[numba.get_thread_id()]
         acc = np.empty((OUTPUTS, 2, LANES), dtype=x.dtype)
-        for ni in range(n):
-            for ti in range(t):
+        for first in range(0, items, chunk):
+            count = min(chunk, items - first)
+            for s in range(count):
+                ni, ti = (first + s) // t, (first + s) % t
+                xs = runs[s]
                 if width:
                     _split_pairs(x, xs, ni, ti, f0, m, rows, width)
                 else:
@@ -173,8 +187,11 @@ def channel_sums(
                         for j in range(m):
                             xs[ci, 0, j] = src[2 * (f0 + j)]
                             xs[ci, 1, j] = src[2 * (f0 + j) + 1]
-                for kb in range(kblocks):
-                    wb = w[gi, run, kb]
+            for kb in range(kblocks):
+                wb = w[gi, run, kb]
+                for s in range(count):
+                    ni, ti = (first + s) // t, (first + s) % t
+                    xs = runs[s]
                     a0r, a0i, a1r, a1i = acc[0, 0], acc[0, 1], acc[1, 0], acc[1, 1]
                     a2r, a2i, a3r, a3i = acc[2, 0], acc[2, 1], acc[3, 0], acc[3, 1]
                     for j in range(LANES):
