@@ -50,7 +50,14 @@ fft-torch's whole call 1.01–1.09× slower (one image of 8 or 16 channels at 12
 The accumulators are allocated in each job: the compiler then knows that they alias nothing
 (in a scratch row shared with the loads, the same loop ran four times slower). Each job is a
 group and a run of frequencies, so a thread reads its runs of the weights once for all images
-and tiles.
+and tiles: it splits the runs of several images and tiles first (up to RUNS_BYTES of them) and
+then sums them block of outputs by block, so that a block's weights (C/g·OUTPUTS·LANES complex
+numbers, 64 KB for 32 channels) come from the core's nearest cache for all of them, where one
+image and tile at a time read the whole run of the weights (C/g·K/g·LANES) again for each.
+Against one at a time, the kernel alone on a Zen 3 (2 threads, 15 alternating rounds, median
+ratio): 1.08× and 1.18× (two runs) on four images of 32 → 32 channels in one 70×70 tile, 1.43×
+unpaired; 1.12× on sixteen of 8 → 8 in nine 54×54 tiles and on four of 16 → 16 in four 72×72;
+1.28× on one of 64 → 64 in four 72×72.
 """
 
 from __future__ import annotations
