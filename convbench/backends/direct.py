@@ -437,8 +437,9 @@ class Im2colBackend(_DirectFamily):
             else:
                 # Imported here: Numba takes a second to import, which no other command
                 # should pay.
-                from convbench.backends.numba_pool import on_pool
+                from convbench.backends.numba_pool import on_pool, use_threads
 
+                use_threads(torch.get_num_threads())
                 on_pool(part, parts)
             y = y.permute(0, 3, 1, 2)
             return y if bias_added else _add_bias(y, bias)
