@@ -36,9 +36,9 @@ __all__ = ["DirectBackend", "Im2colBackend"]
 
 
 ONEDNN_POINTWISE = "all images, channels-last, oneDNN"
+"""The label of the 1×1 form whose GEMM is oneDNN's matmul (see ``Im2colBackend._pointwise``)."""
 PER_THREAD = " per thread"
 """The suffix of an unfolded candidate whose blocks go one per thread (``Im2colBackend._nhwc``)."""
-"""The label of the 1×1 form whose GEMM is oneDNN's matmul (see ``Im2colBackend._pointwise``)."""
 
 Term = tuple[torch.Tensor, torch.Tensor]
 """One product of a sum of GEMMs: weights and the columns they multiply."""
