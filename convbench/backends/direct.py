@@ -197,17 +197,17 @@ class Im2colBackend(_DirectFamily):
     GEMM convolution works so), in blocks of about 512 and 2048 pixels (``PER_THREAD_ROWS``)
     by each library. A block's columns then stay in its core's cache from its unfolding to its
     product, which all threads at once split between them one way for the copy and another
-    for the GEMM. The copies gain nothing by it (the stem's, four blocks of 28 rows: 0.55 ms on
-    one thread, 0.48 on two, 1.0–1.2 for twice as many on two apart), the products' traffic
-    does. On the Zen 3 (``scripts/algorithm_targets.py --family im2col``, one run before and
+    for the GEMM. The copies gain nothing by it (the stem's, four blocks of 28 rows: 0.55–0.59
+    ms on one thread, 0.48–0.53 on two, 1.0–1.2 for twice as many on two apart), the products'
+    traffic does. On the Zen 3 (``scripts/algorithm_targets.py --family im2col``, one run before and
     one after): res2a_branch2b (64 channels, 56²) from 0.67× torch to 0.84× at minibatch 8
     (504-pixel blocks), 0.75× to 0.79× at 1; the stem from 0.61× to 0.65× at 8 and 0.47× to
     0.53× at 1 (2016 pixels). Timed alone in alternating rounds, the stem's per-thread blocks
-    ran 0.69× torch at minibatch 8 where the blocks all threads make ran 0.47×, and res2a_branch2b's
-    0.84–0.92× against 0.70×. In a second run on the same host, whose speed swung threefold
-    from one second to the next (torch's stem at minibatch 1 took 2.2 or 6.5 ms), ``prepare``
-    kept the shared blocks for those two layers at minibatch 8 (0.51× and 0.71×) and the
-    per-thread ones for res3b_branch2b to res4b_branch2b.
+    ran 0.68–0.69× torch at minibatch 8 where the blocks all threads make ran 0.47–0.57× (two
+    runs), and res2a_branch2b's 0.84–0.92× against 0.70×. In a second run on the same host,
+    whose speed swung threefold from one second to the next (torch's stem at minibatch 1 took
+    2.2 or 6.5 ms), ``prepare`` kept the shared blocks for those two layers at minibatch 8
+    (0.51× and 0.71×) and the per-thread ones for res3b_branch2b to res4b_branch2b.
     """
 
     name = "im2col"
