@@ -85,7 +85,10 @@ OUTPUTS = 4
 
 RUNS_BYTES = 256 << 10
 """Bytes of the input runs (C/g channels of LANES frequencies, real and imaginary parts) split
-for several images and tiles at once."""
+for several images and tiles at once: half a Zen 3 core's L2. On four images of 32 → 32
+channels with a 7×7 kernel at 64² (one run, 7 paired rounds), fft-torch's whole call ran 1.22×
+torch with one run at a time, 1.25× with 64 KB and 1.31× with 256 KB (one 70×70 tile), 1.12×,
+1.20× and 1.24× in three 28×70 tiles."""
 
 
 def chunk(channels: int, itemsize: int, items: int) -> int:
