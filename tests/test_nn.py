@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convbench import backends
-from convbench.backends.direct import Im2colBackend
+from convbench.backends.im2col import Im2colBackend
 from convbench.measure.accuracy import compare
 from convbench.network import conv_layers
 from convbench.nn import Conv2d, convert

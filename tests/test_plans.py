@@ -21,7 +21,6 @@ from torch.profiler import ProfilerActivity, profile
 
 from convbench import backends
 from convbench.backends.base import NEAR, fastest, has_onednn_matmul, tile_blocks, unit_roundoff
-from convbench.backends.direct import Im2colBackend
 from convbench.backends.fft import (
     DISTINCT_AREA,
     FAST_SIZES,
@@ -30,6 +29,7 @@ from convbench.backends.fft import (
     cost,
     plan,
 )
+from convbench.backends.im2col import Im2colBackend
 from convbench.backends.numba_pool import POOL, on_pool, use_threads
 from convbench.backends.winograd import WinogradBackend
 from convbench.inputs import make_inputs

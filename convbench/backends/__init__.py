@@ -13,8 +13,9 @@ import os
 import torch
 
 from convbench.backends.base import Backend, Prepared, UnsupportedConfig
-from convbench.backends.direct import DirectBackend, Im2colBackend
+from convbench.backends.direct import DirectBackend
 from convbench.backends.fft import FFTScipyBackend, FFTTorchBackend
+from convbench.backends.im2col import Im2colBackend
 from convbench.backends.torch_native import TorchBackend, TorchCudnnAutotuneBackend
 from convbench.backends.winograd import WinogradBackend
 
