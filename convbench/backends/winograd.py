@@ -411,8 +411,6 @@ class WinogradBackend:
         bt_h, bt_w, at_h, at_w = (_array(a, dtype) for a in (bt_h, bt_w, at_h, at_w))
         xpad_np = xpad.numpy()
         bias_np = (torch.zeros(0, dtype=dtype) if bias is None else bias.detach()).numpy()
-        scratch_in = np.empty((kernels.POOL, nh, nw, c), dtype=bias_np.dtype)
-        scratch_out = np.empty((kernels.POOL, nh, m, spec.oc), dtype=bias_np.dtype)
 
         def block(y: torch.Tensor, blk: Block) -> None:
             kernels.use_threads(torch.get_num_threads())
@@ -420,14 +418,12 @@ class WinogradBackend:
             p1 = p0 + blk.tiles
             vb = v[: nh * nw * blk.tiles * c].view(nh * nw, blk.tiles, c)
             with stage("winograd/input_transform"):
-                kernels.input_transform(
-                    xpad_np, bt_h, bt_w, m, th, tw, p0, p1, vb.numpy(), scratch_in
-                )
+                kernels.input_transform(xpad_np, bt_h, bt_w, m, th, tw, p0, p1, vb.numpy())
             with stage("winograd/gemm"):
                 mb_ = gemm(vb, blk.tiles)
             with stage("winograd/output_transform"):
                 kernels.output_transform(
-                    mb_.numpy(), at_h, at_w, th, tw, p0, p1, bias_np, y.numpy(), scratch_out
+                    mb_.numpy(), at_h, at_w, th, tw, p0, p1, bias_np, y.numpy()
                 )
 
         return block
