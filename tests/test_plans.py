@@ -20,7 +20,14 @@ from hypothesis import strategies as st
 from torch.profiler import ProfilerActivity, profile
 
 from convbench import backends
-from convbench.backends.base import NEAR, fastest, has_onednn_matmul, tile_blocks, unit_roundoff
+from convbench.backends.base import (
+    NEAR,
+    fastest,
+    has_onednn_grouped,
+    has_onednn_matmul,
+    tile_blocks,
+    unit_roundoff,
+)
 from convbench.backends.fft import (
     DISTINCT_AREA,
     FAST_SIZES,
@@ -148,23 +155,31 @@ WINOGRAD_CASES = [
 ]
 
 
+def _winograd_engines(desc: str) -> list[tuple[str, str]]:
+    """(transforms, engine) pairs a problem can be built with on this CPU: bmm either way,
+    oneDNN's matmul where it takes the products, its grouped convolution after the fused
+    transforms (which lay the tiles out for it)."""
+    one_group = parse(desc).g == 1
+    pairs = [("fused", "bmm"), ("torch", "bmm")]
+    if one_group and has_onednn_matmul(torch.ones(1)):
+        pairs += [("fused", "onednn"), ("torch", "onednn")]
+    if one_group and has_onednn_grouped(torch.ones(1)):
+        pairs += [("fused", "grouped")]
+    return pairs
+
+
 @pytest.mark.parametrize(
-    ("desc", "m", "gemm_by"),
-    [(d, m, "bmm") for d, m in WINOGRAD_CASES]
-    + [
-        (d, m, "onednn")
-        for d, m in WINOGRAD_CASES
-        if parse(d).g == 1 and has_onednn_matmul(torch.ones(1))
-    ],
+    ("desc", "m", "transforms", "gemm_by"),
+    [(d, m, *pair) for d, m in WINOGRAD_CASES for pair in _winograd_engines(d)],
 )
 @pytest.mark.parametrize("target", [1, 3, 10**6])
-@pytest.mark.parametrize("transforms", ["fused", "torch"])
 def test_every_winograd_blocking_is_correct(
-    desc: str, m: int, gemm_by: str, target: int, transforms: str
+    desc: str, m: int, transforms: str, gemm_by: str, target: int
 ) -> None:
     """Both ways of transforming (the fused CPU kernels, and torch's operators, which CUDA
     takes) at every blocking, from a tile a block to one block of every tile, with the
-    products by torch's bmm and, where it takes them, by oneDNN's matmul."""
+    products by torch's bmm and, where it takes them, by oneDNN's matmul and (after the fused
+    transforms, tile by tile) by oneDNN's grouped convolution."""
     spec = parse(desc)
     backend = WinogradBackend(m)
 
@@ -618,13 +633,20 @@ def test_choices_are_recorded() -> None:
         assert times and all(v > 0 for v in times.values())
         if name.startswith("winograd"):
             # Both ways of transforming were timed on the CPU, each with both GEMM libraries
-            # where oneDNN takes the products.
+            # where oneDNN takes the products, and the fused one with oneDNN's grouped
+            # convolution where it takes them.
             parts = [label.split(", ") for label in times]
             assert {part[1] for part in parts} == {"fused", "torch"}
             libraries = {"bmm", "onednn"} if has_onednn_matmul(data.weight) else {"bmm"}
-            assert {part[2] for part in parts} == libraries
+            grouped = {"grouped"} if has_onednn_grouped(data.weight) else set()
+            assert {part[2] for part in parts} == libraries | grouped
+            assert all(part[1] == "fused" for part in parts if part[2] == "grouped")
             near = [k for k, v in times.items() if v <= NEAR * min(times.values())]
-            engine = "onednn" if params["gemm_library"] == "oneDNN matmul" else "bmm"
+            engine = {
+                "oneDNN matmul": "onednn",
+                "oneDNN grouped 1x1 convolution": "grouped",
+                "torch.bmm": "bmm",
+            }[params["gemm_library"]]
             assert any(k.split(", ")[1:] == [params["transforms"], engine] for k in near)
     fft = backends.get("fft-torch").prepare(spec, data.weight, data.bias).params
     label = "x".join(map(str, fft["fft_size"]))

@@ -244,6 +244,39 @@ def onednn_linear(
     return linear
 
 
+def has_onednn_grouped(weight: torch.Tensor) -> bool:
+    """Whether :func:`onednn_grouped_products` can take ``weight``'s products: as
+    :func:`has_onednn_matmul`, with oneDNN's convolution operators exposed."""
+    return (
+        has_onednn_matmul(weight)
+        and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+        and hasattr(torch.ops.mkldnn, "_reorder_convolution_weight")
+    )
+
+
+def onednn_grouped_products(u: torch.Tensor, rows: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """a ↦ the G products a[:, f] · u[f] (``u`` (G, C, K), ``a`` (M, G, C) contiguous, M
+    about ``rows``) as (M, G, K), in one call: a 1×1 convolution of G groups over a
+    channels-last image of M pixels and G·C channels, by oneDNN, its weights packed once for
+    it (packing them at every call, as ``F.conv2d`` does, took 15.2 against 2.1 ms for 36
+    products of 32 rows and 512 × 512 channels on a Zen 5, 1.02–1.61× as long on 98 to 1568
+    rows of 64 to 256 channels). It returns a new tensor, a view of
+    the channels-last result where oneDNN returns one (else a copy)."""
+    g, c, k = u.shape
+    filters = u.transpose(1, 2).reshape(g * k, c, 1, 1)
+    filters = filters.contiguous(memory_format=torch.channels_last)
+    at = ([0, 0], [1, 1], [1, 1], g)
+    packed = torch.ops.mkldnn._reorder_convolution_weight(filters, *at, [1, g * c, rows, 1])
+
+    def products(a: torch.Tensor) -> torch.Tensor:
+        m = a.shape[0]
+        image = a.view(1, m, 1, g * c).permute(0, 3, 1, 2)
+        out = torch.ops.mkldnn._convolution_pointwise(image, packed, None, *at, "none", [], "")
+        return out.permute(0, 2, 3, 1).reshape(m, g, k)
+
+    return products
+
+
 def tuning_input(spec: ConvSpec, weight: torch.Tensor) -> torch.Tensor:
     """A seeded random input of ``spec``'s shape, on ``weight``'s device and in its dtype, to
     time candidates on in ``prepare`` (which is not given the real input)."""

@@ -54,7 +54,14 @@ minibatch 8 took 66 ms with bmm and 45 ms with oneDNN (torch's convolution 83 ms
 minibatch 1. bmm kept 71 of the 108 layer-variant pairs at minibatch 1 and 18 of 108 at
 minibatch 8, all but one of those with 128 channels or fewer on a side: there 36 calls and
 copies weigh more than the faster kernel saves (F(4) on 128 channels at 28×28, minibatch 8:
-6.4 ms against 7.9).
+6.4 ms against 7.9). After the fused transforms, the n² products can also be one call: a
+grouped 1×1 convolution by oneDNN over the tiles laid out tile by tile (``_blocked`` gives
+its figures). Whole calls of F(4) on the same Zen 5, blocks of 4 MiB, against torch in the
+same rounds (7 rounds): on 64 channels at 56×56 (minibatch 8) 1.48× torch against bmm's
+1.12× and oneDNN matmul's 0.88×; 96 channels 1.38× against 0.95× and 0.69×; 128 at 28×28
+1.51× against 1.04× and 1.08×; 512 at 7×7 1.75× against 0.93× and 1.37×; at minibatch 1,
+256 channels at 14×14 1.59× against 0.96× and 0.69×, 64 at 56×56 1.23× against 0.91× and
+0.57×.
 """
 
 from __future__ import annotations
@@ -73,7 +80,9 @@ from convbench.backends.base import (
     device_reason,
     dtype_reason,
     fastest,
+    has_onednn_grouped,
     has_onednn_matmul,
+    onednn_grouped_products,
     onednn_linear,
     pad_into,
     stage,
@@ -100,6 +109,13 @@ MAX_TILE = 8
 _UNITS = {2: 144, 4: 192, 6: 320}
 # Off the CPU (CUDA), where the errors are not measured: float32 bounds, scaled for float64.
 _UNMEASURED = {2: 1e-5, 4: 5e-5, 6: 1e-4}
+# What makes the n² transform-domain products, as params and the algorithm's label name it.
+_ENGINE_NAMES = {
+    "bmm": "torch.bmm",
+    "onednn": "oneDNN matmul",
+    "grouped": "oneDNN grouped 1x1 convolution",
+}
+_ENGINE_LABELS = {"bmm": "", "onednn": ", oneDNN matmul", "grouped": ", oneDNN grouped 1x1 conv"}
 
 Matrix = list[list[Fraction]]
 
@@ -233,8 +249,10 @@ class WinogradBackend:
         # On the CPU the fused transforms come first: untimed, they are the model's choice.
         ways = ("fused", "torch") if weight.device.type == "cpu" else ("torch",)
         # The products by torch's bmm (its BLAS) first, then by oneDNN's matmul where it
-        # takes them (one group, float32 on the CPU): which is faster depends on the CPU.
+        # takes them (one group, float32 on the CPU), and by oneDNN's grouped convolution
+        # after the fused transforms: which is faster depends on the CPU and the shape.
         engines = ("bmm", "onednn") if spec.g == 1 and has_onednn_matmul(u) else ("bmm",)
+        engines += ("grouped",) if spec.g == 1 and has_onednn_grouped(u) else ()
         label, run, times = fastest(
             (
                 (
@@ -246,6 +264,7 @@ class WinogradBackend:
                 for engine in engines
                 for way in ways
                 for name, b in plans.items()
+                if engine != "grouped" or way == "fused"
             ),
             tuning_input(spec, weight),
         )
@@ -254,13 +273,13 @@ class WinogradBackend:
             run,
             f"winograd F({m}x{m}, {kh}x{kw})"
             + (", fused transforms" if way == "fused" else ", torch transforms")
-            + (", oneDNN matmul" if engine == "onednn" else ""),
+            + _ENGINE_LABELS[engine],
             {
                 "tile": [nh, nw],
                 "output_tile": m,
                 "points": [str(p) for p in points] + ["inf"],
                 "transforms": way,
-                "gemm_library": "oneDNN matmul" if engine == "onednn" else "torch.bmm",
+                "gemm_library": _ENGINE_NAMES[engine],
                 "blocks": len(plans[plan]),
                 "tiles_per_block": max(b.tiles for b in plans[plan]),
                 "tuned_ms": times,
@@ -280,7 +299,18 @@ class WinogradBackend:
     ) -> Callable[[torch.Tensor], torch.Tensor]:
         """The timed call, ``blocks`` of tiles at a time, its transforms done by torch's
         operators or by the ``"fused"`` CPU kernels (``winograd_kernels``), its products by
-        torch's bmm or by oneDNN's matmul (``"onednn"``, one group)."""
+        torch's bmm, by oneDNN's matmul (``"onednn"``, one group) or, after the fused
+        transforms, by oneDNN's grouped convolution (``"grouped"``, one group).
+
+        ``"grouped"`` is one call for all n² products: the tiles' transformed channels, laid
+        out tile by tile (the fused kernels' ``tiles_first``), are a channels-last image of P
+        pixels and n²·C channels, and a 1×1 convolution of n² groups multiplies each group of
+        C by its own C×K matrix (:func:`onednn_grouped_products`), in AVX-512 where the CPU
+        has it, with no copy of each product into a workspace. The products alone on a Zen 5
+        (2 threads, 15 alternating rounds, median ratios), 36 of them: bmm took 1.33× as long
+        and 36 oneDNN matmuls 1.53× on 392 tiles of 64 → 64 channels, 1.50× and 1.15× on 1568,
+        2.46× and 1.61× on 392 of 128 → 128, 2.30× and 1.61× on 98 of 256 → 256, 1.97× and
+        1.04× on 392 of 256 → 256, 2.21× and 1.36× on 32 of 512 → 512."""
         m, kh, kw = self.m, spec.kh, spec.kw
         nh, nw = m + kh - 1, m + kw - 1
         dtype, device = u.dtype, u.device
@@ -304,9 +334,14 @@ class WinogradBackend:
         # the workspace the output transform reads: copy included, 2.1x bmm's speed on a
         # Zen 5 at 1568 tiles and 256 channels, 1.5x at 100 tiles.
         linears = [onednn_linear(uf.t(), None, pb) for uf in ug] if gemm_by == "onednn" else None
+        tiles_first = gemm_by == "grouped"
+        grouped = onednn_grouped_products(ug, pb) if tiles_first else None
 
         def gemm(vb: torch.Tensor, p: int) -> torch.Tensor:
-            """The n² transform-domain products of a block's p tiles, (n², p, K)."""
+            """The n² transform-domain products of a block's p tiles, (n², p, K), or with
+            ``tiles_first`` (p, n², K) from ``vb`` (p, n², C)."""
+            if grouped is not None:
+                return grouped(vb)
             mb_ = mm[: nh * nw * p * k].view(nh * nw, p, k)
             if linears is not None:
                 for vf, linear, mf in zip(vb, linears, mb_, strict=True):
@@ -319,7 +354,7 @@ class WinogradBackend:
             return mb_
 
         if fused:
-            block = self._fused_block(spec, xpad, v, gemm, bias)
+            block = self._fused_block(spec, xpad, v, gemm, bias, tiles_first)
         else:
             block = self._torch_block(spec, xpad, v, gemm, bb, aa, bias)
 
@@ -396,9 +431,12 @@ class WinogradBackend:
         v: torch.Tensor,
         gemm: Callable[[torch.Tensor, int], torch.Tensor],
         bias: torch.Tensor | None,
+        tiles_first: bool,
     ) -> Callable[[torch.Tensor, Block], None]:
         """One block with the fused CPU kernels, which read the tiles where they lie in the
-        padded input and write the outputs where they go, applying the 1-D transforms."""
+        padded input and write the outputs where they go, applying the 1-D transforms; with
+        ``tiles_first`` the transformed tiles lie tile by tile, (p, n², C), as ``gemm``
+        takes them and returns its products."""
         # Imported here: Numba takes a second to import, which no other command should pay.
         from convbench.backends import winograd_kernels as kernels
 
@@ -416,14 +454,17 @@ class WinogradBackend:
             kernels.use_threads(torch.get_num_threads())
             p0 = (blk.images.start * th + blk.rows.start) * tw
             p1 = p0 + blk.tiles
-            vb = v[: nh * nw * blk.tiles * c].view(nh * nw, blk.tiles, c)
+            rows = (blk.tiles, nh * nw) if tiles_first else (nh * nw, blk.tiles)
+            vb = v[: nh * nw * blk.tiles * c].view(*rows, c)
             with stage("winograd/input_transform"):
-                kernels.input_transform(xpad_np, bt_h, bt_w, m, th, tw, p0, p1, vb.numpy())
+                kernels.input_transform(
+                    xpad_np, bt_h, bt_w, m, th, tw, p0, p1, vb.numpy(), tiles_first
+                )
             with stage("winograd/gemm"):
                 mb_ = gemm(vb, blk.tiles)
             with stage("winograd/output_transform"):
                 kernels.output_transform(
-                    mb_.numpy(), at_h, at_w, th, tw, p0, p1, bias_np, y.numpy()
+                    mb_.numpy(), at_h, at_w, th, tw, p0, p1, bias_np, y.numpy(), tiles_first
                 )
 
         return block

@@ -45,9 +45,11 @@ def input_transform(
     p0: int,
     p1: int,
     v: np.ndarray,
+    tiles_first: bool,
 ) -> None:
     """v[a·nw + b, p − p0, :] = Σ_ij Bᵀ_h[a, i]·Bᵀ_w[b, j]·xp[image, row + i, col + j, :] for
-    the tiles p in [p0, p1) of the zero-padded channels-last input ``xp``."""
+    the tiles p in [p0, p1) of the zero-padded channels-last input ``xp``; with
+    ``tiles_first``, into v[p − p0, a·nw + b, :] (each tile's n² rows side by side)."""
     nh, nw, c = bt_h.shape[0], bt_w.shape[0], xp.shape[3]
     runs = min(p1 - p0, 64)
     for run in prange(runs):
@@ -75,7 +77,7 @@ def input_transform(
                         if f != 0:
                             for k in range(c):
                                 acc[k] += f * t[a, j, k]
-                    dst = v[a * nw + b, p - p0]
+                    dst = v[p - p0, a * nw + b] if tiles_first else v[a * nw + b, p - p0]
                     for k in range(c):
                         dst[k] = acc[k]
 
@@ -91,10 +93,12 @@ def output_transform(
     p1: int,
     bias: np.ndarray,
     y: np.ndarray,
+    tiles_first: bool,
 ) -> None:
     """y[image, row + a, col + b, :] = Σ_ij Aᵀ_h[a, i]·Aᵀ_w[b, j]·mm[i·nw + j, p − p0, :]
     (+ ``bias``, where it has an entry per channel) for the tiles p in [p0, p1) of the
-    channels-last output ``y``, whole tiles (th·m × tw·m)."""
+    channels-last output ``y``, whole tiles (th·m × tw·m); with ``tiles_first``, from
+    mm[p − p0, i·nw + j, :]."""
     m, nh, nw, k_ = at_h.shape[0], at_h.shape[1], at_w.shape[1], y.shape[3]
     with_bias = bias.shape[0] == k_
     runs = min(p1 - p0, 64)
@@ -111,8 +115,9 @@ def output_transform(
                     for j in range(nw):
                         f = at_w[b, j]
                         if f != 0:
+                            src = mm[p - p0, i * nw + j] if tiles_first else mm[i * nw + j, p - p0]
                             for k in range(k_):
-                                s[i, b, k] += f * mm[i * nw + j, p - p0, k]
+                                s[i, b, k] += f * src[k]
             for a in range(m):
                 for b in range(m):
                     for k in range(k_):
