@@ -328,7 +328,8 @@ class WinogradBackend:
         ws = {"dtype": dtype, "device": device}
         xpad = torch.zeros(n, th * m + kh - 1, tw * m + kw - 1, c, **ws)  # NHWC, zero border
         v = torch.empty(nh * nw * pb * c, **ws)
-        mm = torch.empty(nh * nw * pb * k, **ws)
+        # The grouped products come back as a new tensor: no workspace for them.
+        mm = torch.empty(0 if gemm_by == "grouped" else nh * nw * pb * k, **ws)
         ug = u.view(nh * nw, cg, kg) if g == 1 else u
         # oneDNN's matmul returns a new tensor, so each frequency's product is copied into
         # the workspace the output transform reads: copy included, 2.1x bmm's speed on a
