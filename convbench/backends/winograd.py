@@ -450,6 +450,13 @@ class WinogradBackend:
         bt_h, bt_w, at_h, at_w = (_array(a, dtype) for a in (bt_h, bt_w, at_h, at_w))
         xpad_np = xpad.numpy()
         bias_np = (torch.zeros(0, dtype=dtype) if bias is None else bias.detach()).numpy()
+        scratch_in = np.empty((kernels.POOL, nh, nw, c), dtype=bias_np.dtype)
+        scratch_out = np.empty((kernels.POOL, nh, m, spec.oc), dtype=bias_np.dtype)
+
+        def by_frequency(a: torch.Tensor) -> np.ndarray:
+            """The kernels' (n², p, channels) indexing of a block's tiles, a strided view
+            where they lie tile by tile."""
+            return a.numpy().transpose(1, 0, 2) if tiles_first else a.numpy()
 
         def block(y: torch.Tensor, blk: Block) -> None:
             kernels.use_threads(torch.get_num_threads())
@@ -459,13 +466,22 @@ class WinogradBackend:
             vb = v[: nh * nw * blk.tiles * c].view(*rows, c)
             with stage("winograd/input_transform"):
                 kernels.input_transform(
-                    xpad_np, bt_h, bt_w, m, th, tw, p0, p1, vb.numpy(), tiles_first
+                    xpad_np, bt_h, bt_w, m, th, tw, p0, p1, by_frequency(vb), scratch_in
                 )
             with stage("winograd/gemm"):
                 mb_ = gemm(vb, blk.tiles)
             with stage("winograd/output_transform"):
                 kernels.output_transform(
-                    mb_.numpy(), at_h, at_w, th, tw, p0, p1, bias_np, y.numpy(), tiles_first
+                    by_frequency(mb_),
+                    at_h,
+                    at_w,
+                    th,
+                    tw,
+                    p0,
+                    p1,
+                    bias_np,
+                    y.numpy(),
+                    scratch_out,
                 )
 
         return block
