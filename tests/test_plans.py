@@ -38,7 +38,7 @@ from convbench.backends.fft import (
 )
 from convbench.backends.im2col import Im2colBackend
 from convbench.backends.numba_pool import POOL, on_pool, use_threads
-from convbench.backends.winograd import WinogradBackend
+from convbench.backends.winograd import GEMM_LIBRARIES, WinogradBackend
 from convbench.inputs import make_inputs
 from convbench.measure.accuracy import compare
 from convbench.spec import ConvSpec, parse
@@ -642,11 +642,7 @@ def test_choices_are_recorded() -> None:
             assert {part[2] for part in parts} == libraries | grouped
             assert all(part[1] == "fused" for part in parts if part[2] == "grouped")
             near = [k for k, v in times.items() if v <= NEAR * min(times.values())]
-            engine = {
-                "oneDNN matmul": "onednn",
-                "oneDNN grouped 1x1 convolution": "grouped",
-                "torch.bmm": "bmm",
-            }[params["gemm_library"]]
+            engine = {name: e for e, name in GEMM_LIBRARIES.items()}[params["gemm_library"]]
             assert any(k.split(", ")[1:] == [params["transforms"], engine] for k in near)
     fft = backends.get("fft-torch").prepare(spec, data.weight, data.bias).params
     label = "x".join(map(str, fft["fft_size"]))

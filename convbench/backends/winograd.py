@@ -56,12 +56,13 @@ minibatch 8, all but one of those with 128 channels or fewer on a side: there 36
 copies weigh more than the faster kernel saves (F(4) on 128 channels at 28×28, minibatch 8:
 6.4 ms against 7.9). After the fused transforms, the n² products can also be one call: a
 grouped 1×1 convolution by oneDNN over the tiles laid out tile by tile (``_blocked`` gives
-its figures). Whole calls of F(4) on the same Zen 5, blocks of 4 MiB, against torch in the
-same rounds (7 rounds): on 64 channels at 56×56 (minibatch 8) 1.48× torch against bmm's
-1.12× and oneDNN matmul's 0.88×; 96 channels 1.38× against 0.95× and 0.69×; 128 at 28×28
-1.51× against 1.04× and 1.08×; 512 at 7×7 1.75× against 0.93× and 1.37×; at minibatch 1,
-256 channels at 14×14 1.59× against 0.96× and 0.69×, 64 at 56×56 1.23× against 0.91× and
-0.57×.
+its figures). Whole calls of F(4) on the same Zen 5 against torch in the same rounds (7
+rounds; each engine at the better of one block and blocks of 4 MiB): on 64 channels at 56×56
+(minibatch 8) 0.93× torch against bmm's 0.56× and oneDNN matmul's 0.74×; 96 channels 1.47×
+against 1.00× and 0.99×; 64 channels at 112×112 2.16× against 1.52× and 1.36×; 128 at 28×28
+1.86× against 1.11× and 1.29×; 256 at 28×28 2.23× against 1.27× and 1.88×; 512 at 7×7 1.83×
+against 0.92× and 1.39×; at minibatch 1, 256 channels at 14×14 1.53× against 1.01× and
+0.71×, 64 at 56×56 1.20× against 0.93× and 0.58×.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ from convbench.backends.base import (
 )
 from convbench.spec import ConvSpec
 
-__all__ = ["POINTS", "WinogradBackend", "transform_matrices"]
+__all__ = ["GEMM_LIBRARIES", "POINTS", "WinogradBackend", "transform_matrices"]
 
 # Finite interpolation points in order of use; ∞ is always the last point.
 POINTS = (
@@ -109,13 +110,13 @@ MAX_TILE = 8
 _UNITS = {2: 144, 4: 192, 6: 320}
 # Off the CPU (CUDA), where the errors are not measured: float32 bounds, scaled for float64.
 _UNMEASURED = {2: 1e-5, 4: 5e-5, 6: 1e-4}
-# What makes the n² transform-domain products, as params and the algorithm's label name it.
-_ENGINE_NAMES = {
+GEMM_LIBRARIES = {
     "bmm": "torch.bmm",
     "onednn": "oneDNN matmul",
     "grouped": "oneDNN grouped 1x1 convolution",
 }
-_ENGINE_LABELS = {"bmm": "", "onednn": ", oneDNN matmul", "grouped": ", oneDNN grouped 1x1 conv"}
+"""What makes the n² transform-domain products (``prepare``'s engines), as the params'
+``gemm_library`` names it; the algorithm's label names it too, unless it is torch.bmm."""
 
 Matrix = list[list[Fraction]]
 
@@ -273,13 +274,13 @@ class WinogradBackend:
             run,
             f"winograd F({m}x{m}, {kh}x{kw})"
             + (", fused transforms" if way == "fused" else ", torch transforms")
-            + _ENGINE_LABELS[engine],
+            + ("" if engine == "bmm" else f", {GEMM_LIBRARIES[engine]}"),
             {
                 "tile": [nh, nw],
                 "output_tile": m,
                 "points": [str(p) for p in points] + ["inf"],
                 "transforms": way,
-                "gemm_library": _ENGINE_NAMES[engine],
+                "gemm_library": GEMM_LIBRARIES[engine],
                 "blocks": len(plans[plan]),
                 "tiles_per_block": max(b.tiles for b in plans[plan]),
                 "tuned_ms": times,
@@ -303,7 +304,7 @@ class WinogradBackend:
         transforms, by oneDNN's grouped convolution (``"grouped"``, one group).
 
         ``"grouped"`` is one call for all n² products: the tiles' transformed channels, laid
-        out tile by tile (the fused kernels' ``tiles_first``), are a channels-last image of P
+        out tile by tile (the fused kernels' ``*_by_tile`` pair), are a channels-last image of P
         pixels and n²·C channels, and a 1×1 convolution of n² groups multiplies each group of
         C by its own C×K matrix (:func:`onednn_grouped_products`), in AVX-512 where the CPU
         has it, with no copy of each product into a workspace. The products alone on a Zen 5
@@ -328,14 +329,15 @@ class WinogradBackend:
         ws = {"dtype": dtype, "device": device}
         xpad = torch.zeros(n, th * m + kh - 1, tw * m + kw - 1, c, **ws)  # NHWC, zero border
         v = torch.empty(nh * nw * pb * c, **ws)
-        # The grouped products come back as a new tensor: no workspace for them.
-        mm = torch.empty(0 if gemm_by == "grouped" else nh * nw * pb * k, **ws)
+        # The grouped products take the tiles laid out tile by tile and come back as a new
+        # tensor: no workspace for them.
+        tiles_first = gemm_by == "grouped"
+        mm = torch.empty(0 if tiles_first else nh * nw * pb * k, **ws)
         ug = u.view(nh * nw, cg, kg) if g == 1 else u
         # oneDNN's matmul returns a new tensor, so each frequency's product is copied into
         # the workspace the output transform reads: copy included, 2.1x bmm's speed on a
         # Zen 5 at 1568 tiles and 256 channels, 1.5x at 100 tiles.
         linears = [onednn_linear(uf.t(), None, pb) for uf in ug] if gemm_by == "onednn" else None
-        tiles_first = gemm_by == "grouped"
         grouped = onednn_grouped_products(ug, pb) if tiles_first else None
 
         def gemm(vb: torch.Tensor, p: int) -> torch.Tensor:
@@ -453,10 +455,11 @@ class WinogradBackend:
         scratch_in = np.empty((kernels.POOL, nh, nw, c), dtype=bias_np.dtype)
         scratch_out = np.empty((kernels.POOL, nh, m, spec.oc), dtype=bias_np.dtype)
 
-        def by_frequency(a: torch.Tensor) -> np.ndarray:
-            """The kernels' (n², p, channels) indexing of a block's tiles, a strided view
-            where they lie tile by tile."""
-            return a.numpy().transpose(1, 0, 2) if tiles_first else a.numpy()
+        forward, backward = (
+            (kernels.input_transform_by_tile, kernels.output_transform_by_tile)
+            if tiles_first
+            else (kernels.input_transform, kernels.output_transform)
+        )
 
         def block(y: torch.Tensor, blk: Block) -> None:
             kernels.use_threads(torch.get_num_threads())
@@ -465,14 +468,12 @@ class WinogradBackend:
             rows = (blk.tiles, nh * nw) if tiles_first else (nh * nw, blk.tiles)
             vb = v[: nh * nw * blk.tiles * c].view(*rows, c)
             with stage("winograd/input_transform"):
-                kernels.input_transform(
-                    xpad_np, bt_h, bt_w, m, th, tw, p0, p1, by_frequency(vb), scratch_in
-                )
+                forward(xpad_np, bt_h, bt_w, m, th, tw, p0, p1, vb.numpy(), scratch_in)
             with stage("winograd/gemm"):
                 mb_ = gemm(vb, blk.tiles)
             with stage("winograd/output_transform"):
-                kernels.output_transform(
-                    by_frequency(mb_),
+                backward(
+                    mb_.numpy(),
                     at_h,
                     at_w,
                     th,
